@@ -1,0 +1,1 @@
+"""Baseline token mixers: one module per model, each with a reference path beside its fast path."""

@@ -1,0 +1,3 @@
+from bimix_bench.cli.app import main
+
+main()

@@ -1,0 +1,67 @@
+"""The `bimix-bench` command line. One module per command group; this file wires them up
+and turns user mistakes into one clear line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+try:  # typer >= 0.20 vendors its own copy of click
+    from typer._click import exceptions as click_exceptions
+    from typer._click.utils import echo
+except ImportError:  # older typer runs on click itself
+    from click import exceptions as click_exceptions
+    from click import echo
+
+from bimix_bench.errors import UsageError
+
+app = typer.Typer(
+    name="bimix-bench",
+    help="Matched-budget benchmarks of BiMix-LM against Transformer, Mamba-style and "
+    "linear-attention token mixers: train and score every model under one budget, record "
+    "quality and tokens/s, compare runs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Command modules register themselves on `app` when imported.
+from bimix_bench.cli import compare_cmd, list_cmd, run_cmd  # noqa: E402,F401
+
+for _optional in ("gates_cmd", "speed_cmd", "check_cmd"):
+    try:
+        __import__(f"bimix_bench.cli.{_optional}")
+    except ModuleNotFoundError as _err:
+        if _err.name != f"bimix_bench.cli.{_optional}":
+            raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point. Returns (and exits with) the status code."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="bimix-bench", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except click_exceptions.NoArgsIsHelpError as err:
+        echo(err.ctx.get_help() if err.ctx else str(err))
+        code = 2
+    except click_exceptions.UsageError as err:
+        hint = f" (try: bimix-bench {err.ctx.info_name if err.ctx else ''} --help)".replace("  ", " ")
+        echo(f"error: {err.format_message()}{hint}", err=True)
+        code = 2
+    except UsageError as err:
+        echo(f"error: {err}", err=True)
+        code = 2
+    except typer.Exit as err:
+        code = err.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        echo("interrupted; finished cells are saved in the run folder", err=True)
+        code = 130
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""`bimix-bench list`: what can be run — models, tasks with their subtasks, budgets."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from bimix_bench.cli.app import app
+from bimix_bench.cli.common import console
+from bimix_bench.config import budget_names, load_budget
+from bimix_bench.errors import UsageError
+from bimix_bench.registry import MODELS, TASKS
+
+SECTIONS = ("models", "tasks", "budgets")
+
+
+@app.command("list")
+def list_(
+    what: str = typer.Argument("all", help="What to list: models, tasks, budgets or all."),
+) -> None:
+    """List registered models, task families (with subtasks) and budgets."""
+    if what != "all" and what not in SECTIONS:
+        raise UsageError(f"unknown section {what!r}; valid: all, {', '.join(SECTIONS)}")
+    if what in ("all", "models"):
+        table = Table(title="models")
+        for col in ("name", "description", "source"):
+            table.add_column(col)
+        for entry in MODELS:
+            table.add_row(entry.name, entry.description, entry.source)
+        console.print(table)
+    if what in ("all", "tasks"):
+        table = Table(title="tasks")
+        for col in ("name", "subtasks", "description", "source"):
+            table.add_column(col)
+        for entry in TASKS:
+            subs = ", ".join(s.name for s in entry.obj.subtasks())
+            table.add_row(entry.name, subs, entry.description, entry.source)
+        console.print(table)
+    if what in ("all", "budgets"):
+        table = Table(title="budgets")
+        for col in ("name", "non-embedding params", "layers", "steps", "tokens/step", "description"):
+            table.add_column(col)
+        for name in budget_names():
+            b = load_budget(name)
+            table.add_row(name, f"{b['params']['non_embedding']:,}", str(b["arch"]["n_layers"]),
+                          str(b["train"]["steps"]), f"{b['train']['batch_tokens']:,}",
+                          b.get("description", ""))
+        console.print(table)
+    errors = {**MODELS.load_errors, **TASKS.load_errors}
+    for name, message in errors.items():
+        console.print(f"[yellow]not loaded: {name}: {message}[/yellow]")

@@ -1,0 +1,119 @@
+"""Rich rendering for runs: live progress while training, a results table at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from bimix_bench.cli.common import console
+from bimix_bench.engine.runner import Cell
+from bimix_bench.engine.trainer import StepInfo
+from bimix_bench.results.tables import metric_direction
+
+
+class RichReporter:
+    """Two bars: the sweep (cells done) and the current cell (step, loss, tokens/s, ETA)."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}", justify="left"),
+            BarColumn(bar_width=30),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.sweep: TaskID | None = None
+        self.current: TaskID | None = None
+
+    def __enter__(self) -> "RichReporter":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def run_started(self, run_dir: Path, cells: list[Cell]) -> None:
+        console.print(f"[bold]run folder[/bold] {run_dir}  ({len(cells)} cells)")
+        self.sweep = self.progress.add_task("sweep", total=len(cells), status="")
+
+    def cell_started(self, cell: Cell, detail: str) -> None:
+        if self.current is not None:
+            self.progress.remove_task(self.current)
+        self.progress.console.print(f"[cyan]{cell.subtask}[/cyan] seed {cell.seed} "
+                                    f"[bold]{cell.model}[/bold]: {detail}")
+        self.current = self.progress.add_task(f"{cell.model:>12} {cell.subtask}", total=None, status="")
+
+    def step(self, cell: Cell, info: StepInfo) -> None:
+        status = f"loss {info.loss:.3f}"
+        if info.tokens_per_s:
+            status += f"  {info.tokens_per_s:,.0f} tok/s"
+        if info.val:
+            status += "  val " + " ".join(f"{k}={v:.3f}" for k, v in info.val.items()
+                                         if k in ("accuracy", "bits_per_byte"))
+        self.progress.update(self.current, total=info.total_steps, completed=info.step, status=status)
+
+    def cell_finished(self, cell: Cell, record: dict[str, Any]) -> None:
+        if self.current is not None:
+            self.progress.remove_task(self.current)
+            self.current = None
+        if record["status"] != "ok":
+            self.progress.console.print(
+                f"[yellow]{cell.model} {cell.subtask} seed {cell.seed}: {record['status']}[/yellow]"
+                f" ({record.get('reason')})")
+        self.progress.update(self.sweep, advance=1, status=f"last: {cell.model} {record['status']}")
+
+    def note(self, message: str) -> None:
+        self.progress.console.print(f"[yellow]{message}[/yellow]")
+
+
+# Short headers for the columns worth showing in a terminal; the files keep every column.
+RUN_VIEW = {
+    "subtask": "subtask", "model": "model", "seed": "seed", "status": "status",
+    "params_non_embedding": "params", "metric": "metric", "metric_value": "test",
+    "train_tokens_per_s": "train tok/s", "inference_tokens_per_s": "infer tok/s",
+    "decode_tokens_per_s": "decode tok/s", "backend": "backend", "wall_time_s": "time s",
+}
+COMPARE_VIEW = {
+    "task": "task", "subtask": "subtask", "budget": "budget", "model": "model",
+    "metric": "metric", "mean": "mean", "ci95": "±95%", "n_ok": "n",
+    "train_tokens_per_s": "train tok/s", "inference_tokens_per_s": "infer tok/s",
+    "decode_tokens_per_s": "decode tok/s", "backend": "backend", "not_ok": "not ok",
+}
+
+
+def records_table(frame, title: str, view: dict[str, str] | None = None) -> Table:
+    """A Rich table of the `view` columns (name -> header) present in `frame`."""
+    view = view or {c: c for c in frame.columns}
+    columns = [c for c in view if c in frame.columns]
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(view[column], overflow="fold")
+    for _, row in frame.iterrows():
+        table.add_row(*[_fmt(row[c]) for c in columns])
+    return table
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+__all__ = ["RichReporter", "records_table", "metric_direction"]

@@ -1,0 +1,173 @@
+"""Resolving a run's configuration: budget YAML <- task-family defaults <- --set overrides.
+
+The resolved config is one nested dict, saved with every run and hashed into every record:
+  budget, params, arch, train, eval, throughput, seeds   from the budget YAML
+  task      {family, subtasks, <subtask>: {...}, ...}    from the family's defaults for the budget
+  models    {<model>: {option: value}}                   registered defaults of the chosen models
+Overrides address any leaf with a dotted key (`train.steps=100`,
+`models.bimix.tv_lambda=0.1`); the value is parsed as YAML and must keep the leaf's type;
+unknown keys are rejected with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bimix_bench.errors import UsageError
+
+BUDGET_DIR = Path(__file__).parent / "budgets"
+BUDGET_SECTIONS = ("params", "arch", "train", "eval", "throughput", "seeds")
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """A new dict: `base` with `update` merged in recursively (update wins)."""
+    out = copy.deepcopy(base)
+    for key, value in (update or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def budget_names() -> list[str]:
+    order = {"tiny": 0, "small": 1, "medium": 2, "large": 3}
+    names = [p.stem for p in BUDGET_DIR.glob("*.yaml")]
+    return sorted(names, key=lambda n: (order.get(n, 99), n))
+
+
+def load_yaml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise UsageError(f"cannot read {what} {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise UsageError(f"malformed YAML in {what} {path}{where}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{what} {path} must be a YAML mapping")
+    return data
+
+
+def load_budget(name_or_path: str) -> dict[str, Any]:
+    """A built-in budget by name, or a budget YAML file given by path."""
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.exists()):
+        path = BUDGET_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise UsageError(
+                f"unknown budget {name_or_path!r}; valid: {', '.join(budget_names())} "
+                "(or a path to a budget .yaml)"
+            )
+    data = load_yaml(path, "budget")
+    missing = [s for s in BUDGET_SECTIONS if s not in data]
+    if missing:
+        raise UsageError(f"budget {path} lacks section(s): {', '.join(missing)}")
+    _check_budget_types(data, path)
+    return data
+
+
+def _check_budget_types(data: dict[str, Any], path: Path) -> None:
+    checks = {
+        ("params", "non_embedding"): int,
+        ("params", "tolerance"): (int, float),
+        ("arch", "n_layers"): int,
+        ("arch", "n_heads"): int,
+        ("train", "steps"): int,
+        ("train", "batch_tokens"): int,
+        ("train", "lr"): (int, float),
+    }
+    for (section, key), types in checks.items():
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if not isinstance(value, types) or isinstance(value, bool) or value <= 0:
+            raise UsageError(f"budget {path}: {section}.{key} must be a positive number, got {value!r}")
+    if not (isinstance(data["seeds"], list) and all(isinstance(s, int) for s in data["seeds"])):
+        raise UsageError(f"budget {path}: seeds must be a list of integers")
+
+
+def resolve_config(
+    budget: str,
+    task_family: str,
+    task_defaults: dict[str, Any],
+    model_defaults: dict[str, dict[str, Any]],
+    overrides: list[str] = (),
+) -> dict[str, Any]:
+    raw = load_budget(budget)
+    cfg: dict[str, Any] = {
+        "budget": {"name": raw.get("name", Path(budget).stem), "description": raw.get("description", "")},
+        **{s: copy.deepcopy(raw[s]) for s in BUDGET_SECTIONS},
+        "task": deep_merge({"family": task_family}, task_defaults),
+        "models": copy.deepcopy(model_defaults),
+    }
+    for item in overrides:
+        apply_override(cfg, item)
+    return cfg
+
+
+def leaf_keys(cfg: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in cfg.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            keys.extend(leaf_keys(value, path + "."))
+        else:
+            keys.append(path)
+    return keys
+
+
+def apply_override(cfg: dict[str, Any], item: str) -> None:
+    """Apply one `dotted.key=value` in place; the value keeps the type of the existing leaf."""
+    if "=" not in item:
+        raise UsageError(f"--set expects key=value, got {item!r}")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    node = cfg
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            valid = ", ".join(leaf_keys(cfg))
+            raise UsageError(f"unknown config key {key!r}; valid keys: {valid}")
+        if i < len(parts) - 1:
+            node = node[part]
+    old = node[parts[-1]]
+    if isinstance(old, dict):
+        raise UsageError(f"config key {key!r} is a section; set one of its keys")
+    node[parts[-1]] = coerce_value(key, text, old)
+
+
+def coerce_value(key: str, text: str, old: Any) -> Any:
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    if old is None:
+        return value
+    if isinstance(old, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(old, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(old, float):
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(old, list):
+        if not isinstance(value, list):
+            value = [value]  # `seeds=3` means [3]
+        ok = all(isinstance(v, type(old[0])) for v in value) if old else True
+    elif isinstance(old, str):
+        ok = value is not None and not isinstance(value, (dict, list))
+        value = str(value) if ok else value
+    else:
+        ok = isinstance(value, type(old))
+    if not ok:
+        raise UsageError(f"{key} expects {type(old).__name__}, got {text!r}")
+    return value

@@ -1,0 +1,244 @@
+"""One `bimix-bench run`: resolve the config, then train and score every (subtask, seed, model)
+cell under the same budget, appending one record per cell as soon as it finishes."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import random
+import time
+import traceback
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import yaml
+
+from bimix_bench.config import load_budget, resolve_config
+from bimix_bench.engine.checkpoint import checkpoint_path, save_checkpoint
+from bimix_bench.engine.device import autocast_factory, pick_device
+from bimix_bench.engine.throughput import measure_throughput
+from bimix_bench.engine.trainer import Diverged, StepInfo, batch_size_for, train_model
+from bimix_bench.env import environment_info
+from bimix_bench.errors import SkipCell, UsageError
+from bimix_bench.models.backbone import LanguageModel, count_parameters
+from bimix_bench.models.sizing import solve_architecture
+from bimix_bench.registry import MODELS, TASKS
+from bimix_bench.results.records import append_record, config_hash
+from bimix_bench.results.tables import write_tables
+from bimix_bench.task import TaskData, evaluate_split
+
+
+@dataclass
+class RunRequest:
+    task: str
+    budget: str = "tiny"
+    models: list[str] | None = None  # None = every registered model
+    seeds: list[int] | None = None  # None = the budget's seeds
+    subtasks: list[str] | None = None  # None = the family's default subtasks
+    overrides: list[str] = field(default_factory=list)
+    out_dir: Path | None = None
+    data_dir: Path | None = None
+    device: str = "auto"
+    save_checkpoints: bool = True
+
+
+@dataclass
+class Cell:
+    subtask: str
+    seed: int
+    model: str
+
+
+class Reporter(Protocol):
+    def run_started(self, run_dir: Path, cells: list[Cell]) -> None: ...
+    def cell_started(self, cell: Cell, detail: str) -> None: ...
+    def step(self, cell: Cell, info: StepInfo) -> None: ...
+    def cell_finished(self, cell: Cell, record: dict[str, Any]) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+class SilentReporter:
+    def run_started(self, run_dir, cells): pass
+    def cell_started(self, cell, detail): pass
+    def step(self, cell, info): pass
+    def cell_finished(self, cell, record): pass
+    def note(self, message): pass
+
+
+def default_run_dir(task: str, budget: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{task}-{Path(budget).stem}-{uuid.uuid4().hex[:4]}"
+
+
+def prepare(request: RunRequest) -> tuple[dict[str, Any], list[Cell], Any]:
+    """Validate names, resolve the config and list the cells (no heavy work yet)."""
+    task = TASKS.get(request.task).obj
+    model_names = request.models or MODELS.names()
+    specs = {name: MODELS.get(name).obj for name in model_names}
+    budget_name = load_budget(request.budget).get("name", Path(request.budget).stem)
+    overrides = list(request.overrides)
+    cfg = resolve_config(
+        request.budget, request.task, task.defaults(budget_name),
+        {name: spec.default_options for name, spec in specs.items()}, overrides,
+    )
+    if request.seeds is not None:
+        cfg["seeds"] = list(request.seeds)
+    known = [s.name for s in task.subtasks()]
+    subtasks = request.subtasks or cfg["task"].get("subtasks") or known
+    for sub in subtasks:
+        if sub not in known:
+            raise UsageError(f"unknown subtask {sub!r} of task {request.task!r}; valid: {', '.join(known)}")
+    cfg["task"]["subtasks"] = list(subtasks)
+    cfg["run"] = {"models": model_names, "data_dir": str(request.data_dir) if request.data_dir else None}
+    cells = [Cell(sub, seed, m) for sub in subtasks for seed in cfg["seeds"] for m in model_names]
+    return cfg, cells, task
+
+
+def execute(request: RunRequest, reporter: Reporter | None = None) -> Path:
+    reporter = reporter or SilentReporter()
+    cfg, cells, task = prepare(request)
+    run_dir = Path(request.out_dir) if request.out_dir else default_run_dir(request.task, request.budget)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    except OSError as err:
+        raise UsageError(f"cannot write to run folder {run_dir}: {err.strerror}") from None
+    device = pick_device(request.device)
+    run_id = run_dir.name
+    env = environment_info()
+    reporter.run_started(run_dir, cells)
+    data_cache: dict[tuple[str, int], TaskData | SkipCell] = {}
+    for cell in cells:
+        key = (cell.subtask, cell.seed)
+        if key not in data_cache:
+            data_cache.clear()  # one subtask's data in memory at a time
+            try:
+                data_cache[key] = task.load(cell.subtask, cfg["task"], cell.seed, request.data_dir)
+            except SkipCell as skip:
+                data_cache[key] = skip
+                reporter.note(f"skipping {request.task}/{cell.subtask}: {skip}")
+        record = run_cell(cell, data_cache[key], cfg, device, run_dir, run_id, env, request, reporter)
+        append_record(run_dir, record)
+        reporter.cell_finished(cell, record)
+        write_tables(run_dir, _all_records(run_dir))
+    return run_dir
+
+
+def _all_records(run_dir: Path) -> list[dict[str, Any]]:
+    from bimix_bench.results.records import read_records
+
+    return read_records(run_dir)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device: torch.device,
+             run_dir: Path, run_id: str, env: dict[str, Any], request: RunRequest,
+             reporter: Reporter) -> dict[str, Any]:
+    record = base_record(cell, cfg, run_id, env, request)
+    if isinstance(data, SkipCell):
+        record.update(status="skipped", reason=str(data))
+        return record
+    record["data"] = data.meta
+    started = time.perf_counter()
+    spec = MODELS.get(cell.model).obj
+    options = cfg["models"][cell.model]
+    try:
+        arch, n_params = solve_architecture(
+            spec, options, int(cfg["params"]["non_embedding"]), int(cfg["arch"]["n_layers"]),
+            int(cfg["arch"]["n_heads"]), float(cfg["arch"]["ffn_ratio"]), data.context,
+            head="cls" if data.objective == "classify" else "lm", n_classes=data.n_classes,
+            tolerance=float(cfg["params"]["tolerance"]),
+        )
+        seed_everything(cell.seed)
+        model = LanguageModel(arch, spec, options).to(device)
+        counts = count_parameters(model)
+        target = int(cfg["params"]["non_embedding"])
+        record["arch"] = asdict(arch)
+        record["arch"].pop("vocab_size", None)
+        record["params"] = {
+            "total": counts["total"], "non_embedding": counts["non_embedding"],
+            "target_non_embedding": target,
+            "relative_error": (counts["non_embedding"] - target) / target,
+        }
+        reporter.cell_started(cell, f"d_model={arch.d_model} ffn={arch.ffn_hidden} "
+                                    f"params={counts['non_embedding']:,}")
+        result = train_model(model, data, cfg, device, cell.seed, lambda info: reporter.step(cell, info))
+        model.load_state_dict(result.best_state)
+        autocast = autocast_factory(device, cfg["train"].get("precision", "auto"))
+        bs = int(cfg["eval"]["batch_size"])
+        test = evaluate_split(model, data, "test", device, bs, limit=int(cfg["eval"]["test_examples"]),
+                              autocast=autocast)
+        if data.extra_metrics is not None:
+            test.update(data.extra_metrics(model, "test", device, cfg))
+        record.update(
+            tokens_trained=result.tokens_trained, steps=result.steps, best_step=result.best_step,
+            metrics={"val": result.best_val, "test": test},
+        )
+        record["data"] = {**data.meta, "tokens_trained_padded": result.tokens_trained_padded,
+                          "train_history": result.history}
+        record["extras"] = {f"layer{i}": m.record_extras() for i, m in enumerate(model.mixers)
+                            if m.record_extras()}
+        record["backends"] = _backends(model)
+        throughput = measure_throughput(model, data, cfg, device, batch_size_for(cfg, data.context))
+        record["peak_memory_bytes"] = throughput.pop("peak_memory_bytes")
+        record["throughput"] = throughput
+        if request.save_checkpoints:
+            save_checkpoint(
+                checkpoint_path(run_dir, cfg["task"]["family"], cell.subtask, cell.model, cell.seed),
+                cell.model, options, arch, result.best_state,
+                {"task": cfg["task"]["family"], "subtask": cell.subtask, "seed": cell.seed,
+                 "best_step": result.best_step},
+            )
+        record["status"] = "ok"
+    except Diverged as err:
+        record.update(status="diverged", reason=str(err))
+    except SkipCell as err:
+        record.update(status="skipped", reason=str(err))
+    except torch.cuda.OutOfMemoryError as err:
+        record.update(status="oom", reason=str(err).splitlines()[0])
+    except UsageError:
+        raise
+    except Exception as err:  # isolate the failure: record it, keep the sweep going
+        (run_dir / "errors.log").open("a").write(
+            f"--- {cell} ---\n{traceback.format_exc()}\n")
+        record.update(status="failed", reason=f"{type(err).__name__}: {err}")
+    finally:
+        record["wall_time_s"] = time.perf_counter() - started
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return record
+
+
+def _backends(model: LanguageModel) -> dict[str, str]:
+    mixers = model.mixers
+    return {"mixer": mixers[0].backend, "mixer_reason": mixers[0].backend_reason}
+
+
+def base_record(cell: Cell, cfg: dict[str, Any], run_id: str, env: dict[str, Any],
+                request: RunRequest) -> dict[str, Any]:
+    from bimix_bench.results.records import SCHEMA_VERSION
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "task": cfg["task"]["family"], "subtask": cell.subtask, "model": cell.model,
+        "seed": cell.seed, "budget": cfg["budget"]["name"],
+        "status": "failed", "reason": None,
+        "params": None, "arch": None,
+        "tokens_trained": 0, "steps": 0, "best_step": None,
+        "metrics": {"val": {}, "test": {}},
+        "throughput": {"train_tokens_per_s": None, "inference_tokens_per_s": None,
+                       "decode_tokens_per_s": None},
+        "peak_memory_bytes": None, "wall_time_s": 0.0,
+        "backends": {}, "data": {}, "config": cfg, "config_hash": config_hash(cfg),
+        "environment": env, "extras": {},
+    }

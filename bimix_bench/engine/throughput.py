@@ -1,0 +1,148 @@
+"""Throughput of a trained model: train-step, inference and decode tokens/s, peak memory.
+
+How (stored with every figure): warm-up iterations first (autotuning, lazy init, caches), then
+`repeats` timed iterations, each bracketed by device synchronization (CUDA) or perf_counter
+on a fixed torch thread count (CPU); the median is reported. Timing uses full-length batches
+(batch_size x context) drawn from the task's training data, so padding never flatters a model.
+The train step is timed on a copy of the model, so the trained weights are untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+from bimix_bench.engine.device import (
+    autocast_factory,
+    peak_memory_bytes,
+    resolved_precision,
+    reset_peak_memory,
+    synchronize,
+)
+from bimix_bench.engine.optim import build_optimizer
+from bimix_bench.models.backbone import LanguageModel
+from bimix_bench.task import TaskData, sequence_loss
+
+
+def timed_median(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> float:
+    """Median wall time of `fn` in seconds over `repeats` synchronized runs after warm-up."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _describe(device: torch.device, warmup: int, repeats: int, what: str, shape: str) -> str:
+    if device.type == "cuda":
+        where = f"{torch.cuda.get_device_name(device)}, synchronized perf_counter"
+    else:
+        where = f"CPU, {torch.get_num_threads()} torch threads, perf_counter"
+    return f"{what}; batch {shape}; median of {repeats} after {warmup} warm-up; {where}"
+
+
+def full_length_batch(data: TaskData, batch_size: int, seed: int = 1234):
+    """A (batch_size, context) batch with no padding: classification rows are tiled to length."""
+    batch = next(data.train_batches(batch_size, seed))
+    if batch.tokens.shape[1] < data.context or bool((batch.lengths < data.context).any()):
+        rows = []
+        for row, length in zip(batch.tokens, batch.lengths):
+            valid = row[: max(1, int(length))]
+            reps = -(-data.context // len(valid))
+            rows.append(valid.repeat(reps)[: data.context])
+        batch.tokens = torch.stack(rows)
+        batch.lengths = torch.full_like(batch.lengths, data.context)
+    return batch
+
+
+def measure_throughput(
+    model: LanguageModel, data: TaskData, cfg: dict[str, Any], device: torch.device, batch_size: int
+) -> dict[str, Any]:
+    tcfg = cfg["throughput"]
+    warmup, repeats = int(tcfg["warmup"]), int(tcfg["repeats"])
+    precision = cfg["train"].get("precision", "auto")
+    autocast = autocast_factory(device, precision)
+    batch = full_length_batch(data, batch_size).to(device)
+    n_tokens = batch.tokens.numel()
+    shape = f"{tuple(batch.tokens.shape)} {resolved_precision(device, precision)}"
+    backend = ",".join(sorted({m.backend for m in model.mixers}))
+    out: dict[str, Any] = {}
+
+    # Training step: forward + backward + AdamW on a copy.
+    trainee = copy.deepcopy(model).train()
+    optimizer = build_optimizer(trainee, cfg["train"])
+
+    def train_step() -> None:
+        with autocast():
+            loss = sequence_loss(data.objective, trainee(batch.tokens, batch.lengths), batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    reset_peak_memory(device)
+    seconds = timed_median(train_step, device, warmup, repeats)
+    out["peak_memory_bytes"] = peak_memory_bytes(device)
+    out["train_tokens_per_s"] = {
+        "value": n_tokens / seconds,
+        "method": _describe(device, warmup, repeats, "fwd+bwd+AdamW step", shape),
+        "backend": backend,
+    }
+    del trainee, optimizer
+
+    model.eval()
+
+    def forward() -> None:
+        with torch.no_grad(), autocast():
+            model(batch.tokens, batch.lengths)
+
+    seconds = timed_median(forward, device, warmup, repeats)
+    out["inference_tokens_per_s"] = {
+        "value": n_tokens / seconds,
+        "method": _describe(device, warmup, repeats, "no-grad forward", shape),
+        "backend": backend,
+    }
+    out["decode_tokens_per_s"] = measure_decode(model, batch.tokens, cfg, device, autocast, backend)
+    return out
+
+
+def measure_decode(model, tokens, cfg, device, autocast, backend) -> dict[str, Any] | None:
+    """Greedy generation speed after a prompt of the full context: tokens/s of decode steps."""
+    n_new = int(cfg["throughput"].get("decode_tokens", 0))
+    if n_new <= 0:
+        return None
+    warmup, repeats = int(cfg["throughput"]["warmup"]), int(cfg["throughput"]["repeats"])
+    prompt = tokens[:, :-1] if tokens.shape[1] > 1 else tokens
+    try:
+        with torch.no_grad(), autocast():
+            _, states = model.prefill(prompt, max_len=prompt.shape[1] + n_new * (warmup + repeats) + 1)
+    except NotImplementedError:
+        return None
+    next_token = tokens[:, -1]
+
+    def steps() -> None:
+        nonlocal next_token
+        with torch.no_grad(), autocast():
+            for _ in range(n_new):
+                logits = model.decode_step(next_token, states)
+                next_token = logits.argmax(-1)
+
+    seconds = timed_median(steps, device, warmup, repeats)
+    B = tokens.shape[0]
+    return {
+        "value": B * n_new / seconds,
+        "method": _describe(
+            device, warmup, repeats,
+            f"{n_new} greedy decode steps after a {prompt.shape[1]}-token prompt (state grows with repeats)",
+            f"({B},)",
+        ),
+        "backend": backend,
+    }

@@ -1,0 +1,217 @@
+"""The task-plugin interface.
+
+A task family (``lra``, ``long_code``, ...) is a `Task` registered under its name. It lists its
+subtasks, ships YAML defaults per budget beside its code, and for one subtask, config and seed
+returns a `TaskData`: the three splits as token ids plus how to score a model on them.
+
+Two objectives cover the suite:
+  "classify"  one label per sequence (LRA); examples are (token ids, label)
+  "lm"        next-byte prediction over a token stream (long code, QA with answer spans)
+The engine batches, trains and scores through `TaskData`, so a new family needs no engine
+changes. Third-party families register through the ``bimix_bench.tasks`` entry point; see
+docs/plugins.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+from bimix_bench.models.tokenizer import PAD
+from bimix_bench.registry import TASKS
+
+
+@dataclass
+class Batch:
+    tokens: torch.Tensor  # (B, T) int64, right-padded with PAD
+    targets: torch.Tensor  # "classify": (B,) labels; "lm": (B, T) next ids, -100 = ignored
+    lengths: torch.Tensor  # (B,) valid length of each row
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.tokens.to(device), self.targets.to(device), self.lengths.to(device))
+
+    @property
+    def n_tokens(self) -> int:  # tokens the model actually reads (padding excluded)
+        return int(self.lengths.sum())
+
+
+@dataclass
+class ClassificationSplit:
+    sequences: list[torch.Tensor]  # each (L,) int64, L <= context
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def batch(self, indices: list[int], context: int) -> Batch:
+        seqs = [self.sequences[i][:context] for i in indices]
+        width = max(len(s) for s in seqs)
+        tokens = torch.full((len(seqs), width), PAD, dtype=torch.long)
+        for row, s in enumerate(seqs):
+            tokens[row, : len(s)] = s
+        lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+        return Batch(tokens, self.labels[indices], lengths)
+
+
+@dataclass
+class StreamSplit:
+    """A token stream cut into windows of `context` + 1 ids (inputs and shifted targets)."""
+
+    stream: torch.Tensor  # (N,) int64
+    # Optional per-position weights mask: ids of positions that count as targets (-100 masks).
+    loss_mask: torch.Tensor | None = None  # (N,) bool, True where the target counts
+
+    def n_windows(self, context: int) -> int:
+        return max(0, (len(self.stream) - 1) // context)
+
+    def window(self, start: int, context: int) -> tuple[torch.Tensor, torch.Tensor]:
+        chunk = self.stream[start : start + context + 1]
+        inputs, targets = chunk[:-1].clone(), chunk[1:].clone()
+        if self.loss_mask is not None:
+            targets[~self.loss_mask[start + 1 : start + context + 1]] = -100
+        return inputs, targets
+
+    def batch(self, starts: list[int], context: int) -> Batch:
+        pairs = [self.window(s, context) for s in starts]
+        tokens = torch.stack([p[0] for p in pairs])
+        targets = torch.stack([p[1] for p in pairs])
+        lengths = torch.full((len(starts),), context, dtype=torch.long)
+        return Batch(tokens, targets, lengths)
+
+
+@dataclass
+class TaskData:
+    """One subtask, ready to train on: splits, objective and scoring."""
+
+    task: str
+    subtask: str
+    objective: str  # "classify" or "lm"
+    context: int  # training context length (tokens)
+    train: Any
+    val: Any
+    test: Any
+    n_classes: int = 0
+    # Facts about the data that go into the record (source, sizes, length bounds, notes).
+    meta: dict[str, Any] = field(default_factory=dict)
+    # Optional extra metrics: fn(model, split_name, split, device) -> dict (e.g. bpb by position).
+    extra_metrics: Callable[..., dict[str, float]] | None = None
+
+    # --- batching ------------------------------------------------------------------------
+    def train_batches(self, batch_size: int, seed: int) -> Iterator[Batch]:
+        """Endless, seeded stream of training batches: identical for every model."""
+        gen = torch.Generator().manual_seed(seed)
+        if self.objective == "classify":
+            n = len(self.train)
+            while True:
+                order = torch.randperm(n, generator=gen).tolist()
+                for i in range(0, n - batch_size + 1, batch_size):
+                    yield self.train.batch(order[i : i + batch_size], self.context)
+        else:
+            high = len(self.train.stream) - self.context - 1
+            if high <= 0:
+                raise ValueError(f"{self.task}/{self.subtask}: training stream shorter than context")
+            while True:
+                starts = torch.randint(0, high + 1, (batch_size,), generator=gen).tolist()
+                yield self.train.batch(starts, self.context)
+
+    def eval_batches(self, split: str, batch_size: int, limit: int | None = None) -> Iterator[Batch]:
+        """Deterministic batches covering a split (first `limit` examples / windows)."""
+        data = getattr(self, split)
+        if self.objective == "classify":
+            n = len(data) if limit is None else min(limit, len(data))
+            for i in range(0, n, batch_size):
+                yield data.batch(list(range(i, min(n, i + batch_size))), self.context)
+        else:
+            n = data.n_windows(self.context)
+            n = n if limit is None else min(limit, n)
+            starts = [w * self.context for w in range(n)]
+            for i in range(0, n, batch_size):
+                yield data.batch(starts[i : i + batch_size], self.context)
+
+
+def sequence_loss(objective: str, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Mean loss of a batch: cross-entropy over labels ("classify") or over target bytes."""
+    if objective == "classify":
+        return F.cross_entropy(logits.float(), batch.targets)
+    return F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), batch.targets.reshape(-1), ignore_index=-100
+    )
+
+
+@torch.no_grad()
+def evaluate_split(model, data: TaskData, split: str, device, batch_size: int,
+                   limit: int | None = None, autocast=None) -> dict[str, float]:
+    """Standard metrics of a split: accuracy + loss ("classify"), bits per byte ("lm")."""
+    model.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    for batch in data.eval_batches(split, batch_size, limit):
+        batch = batch.to(device)
+        with autocast() if autocast else _null():
+            logits = model(batch.tokens, batch.lengths)
+        if data.objective == "classify":
+            total_loss += F.cross_entropy(logits.float(), batch.targets, reduction="sum").item()
+            correct += (logits.argmax(-1) == batch.targets).sum().item()
+            count += len(batch.targets)
+        else:
+            mask = batch.targets != -100
+            total_loss += F.cross_entropy(
+                logits.float()[mask], batch.targets[mask], reduction="sum"
+            ).item()
+            count += int(mask.sum())
+    if count == 0:
+        return {}
+    mean = total_loss / count
+    if data.objective == "classify":
+        return {"accuracy": correct / count, "loss": mean, "n": count}
+    return {"bits_per_byte": mean / math.log(2), "loss": mean, "n_bytes": count}
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+@dataclass(frozen=True)
+class SubtaskInfo:
+    name: str
+    description: str
+
+
+class Task:
+    """Base class of a task family. Subclasses set `name`, `description`, `defaults_path`
+    and implement `subtasks` and `load`."""
+
+    name: str = ""
+    description: str = ""
+    defaults_path: Path | None = None  # YAML: {common: {...}, budgets: {tiny: {...}, ...}}
+
+    def subtasks(self) -> list[SubtaskInfo]:
+        raise NotImplementedError
+
+    def defaults(self, budget: str) -> dict[str, Any]:
+        """The family's config section for a budget: `common` updated by `budgets[budget]`."""
+        if self.defaults_path is None:
+            return {}
+        raw = yaml.safe_load(Path(self.defaults_path).read_text()) or {}
+        from bimix_bench.config import deep_merge  # local import: config imports registries
+
+        return deep_merge(raw.get("common", {}), raw.get("budgets", {}).get(budget, {}))
+
+    def load(self, subtask: str, cfg: dict[str, Any], seed: int, data_dir: Path | None) -> TaskData:
+        """Build the splits. Raise bimix_bench.errors.SkipCell(reason) when the data is absent."""
+        raise NotImplementedError
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: register a Task subclass under its `name`."""
+    TASKS.register(cls.name, cls.description)(cls())
+    return cls
