@@ -1,0 +1,1 @@
+"""Kernels and plain-torch reference ops shared by the models."""
