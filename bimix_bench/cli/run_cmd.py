@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -14,7 +15,9 @@ from bimix_bench.errors import UsageError
 
 @app.command()
 def run(
-    task: str = typer.Option(..., "--task", "-t", help="Task family, e.g. lra (see `bimix-bench list`)."),
+    task: str = typer.Option(
+        None, "--task", "-t", help="Task family, e.g. lra (see `bimix-bench list`); required unless --resume."
+    ),
     budget: str = typer.Option(
         "tiny", "--budget", "-b",
         help="Budget name (tiny, small, medium, large) or a budget YAML file: fixes parameters, "
@@ -42,6 +45,18 @@ def run(
     checkpoints: bool = typer.Option(
         True, "--checkpoints/--no-checkpoints", help="Keep each cell's best weights in the run folder."
     ),
+    resume: Path = typer.Option(
+        None, "--resume", help="Continue an interrupted run folder with its saved config: finished "
+        "cells are kept, an unfinished training continues from its last validation.",
+    ),
+    nproc: int = typer.Option(
+        None, "--nproc", help="Data-parallel training over N processes on this host (torchrun, "
+        "DDP; one GPU each, or gloo on CPU). Same global batch, tokens and schedule.",
+    ),
+    gpus: str = typer.Option(
+        None, "--gpus", help="Spread independent cells over these GPUs (e.g. 0,1,2,3), one worker each.",
+    ),
+    shard: str = typer.Option(None, "--shard", hidden=True, help="k/N: run every N-th cell (used by --gpus)."),
 ) -> None:
     """Train and evaluate every model on TASK under one matched budget.
 
@@ -56,13 +71,76 @@ def run(
 
     if data_dir is not None and not data_dir.is_dir():
         raise UsageError(f"--data-dir {data_dir} is not a readable folder")
+    if task is None and resume is None:
+        raise UsageError("missing --task (or --resume RUN_DIR)")
+    if resume is not None and not resume.is_dir():
+        raise UsageError(f"--resume {resume}: no such run folder")
     request = RunRequest(
-        task=task, budget=budget, models=split_names(models), seeds=parse_seeds(seeds),
+        task=task or "", resume=resume, budget=budget, models=split_names(models), seeds=parse_seeds(seeds),
         subtasks=split_names(subtasks), overrides=list(overrides), out_dir=out,
-        data_dir=data_dir, device=device, save_checkpoints=checkpoints,
+        data_dir=data_dir, device=device, save_checkpoints=checkpoints, shard=_parse_shard(shard),
     )
-    with RichReporter() as reporter:
-        run_dir = execute(request, reporter)
+    if nproc is not None or gpus is not None:
+        run_dir = _launch(request, nproc, gpus)
+    else:
+        with RichReporter() as reporter:
+            run_dir = execute(request, reporter)
+        if int(os.environ.get("RANK", "0")) != 0:
+            return  # torchrun worker: rank 0 reports
     frame = records_frame(read_records(run_dir))
-    console.print(records_table(frame, f"{task} / {budget}", RUN_VIEW))
+    console.print(records_table(frame, run_dir.name, RUN_VIEW))
     console.print(f"records: {run_dir / 'records.jsonl'}   tables: {run_dir / 'summary.md'}")
+
+
+
+def _launch(request: RunRequest, nproc: int | None, gpus: str | None) -> Path:
+    """Re-run this command in worker processes: torchrun ranks, or one worker per GPU."""
+    import sys
+
+    from bimix_bench.engine.distributed import launch_cell_workers, launch_torchrun
+    from bimix_bench.engine.runner import default_run_dir, initialise_run
+
+    if nproc is not None and gpus is not None:
+        raise UsageError("use either --nproc (one data-parallel training) or --gpus (cells spread over GPUs)")
+    run_dir = request.resume or request.out_dir or default_run_dir(request.task, request.budget)
+    if nproc is not None:
+        argv = sys.argv[1:]
+        args = _strip_option(argv[argv.index("run"):] if "run" in argv else ["run", *argv], "--nproc")
+        if request.resume is None and request.out_dir is None:
+            args += ["--out", str(run_dir)]
+        code = launch_torchrun(args, nproc)
+    else:
+        gpu_ids = parse_seeds(gpus) or []
+        if not gpu_ids:
+            raise UsageError("--gpus expects comma-separated GPU indices, e.g. 0,1")
+        if request.resume is None:  # write the run's config once; every worker resumes it
+            request.out_dir = run_dir
+            initialise_run(request)
+        code = launch_cell_workers(["run", "--resume", str(run_dir), "--device", request.device], gpu_ids)
+    if code != 0:
+        raise UsageError(f"worker processes failed (exit status {code}); finished cells are in {run_dir}")
+    return Path(run_dir)
+
+
+def _strip_option(args: list[str], option: str) -> list[str]:
+    """Remove `option VALUE` and `option=VALUE` from an argument list."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        k, n = (int(v) for v in text.split("/"))
+        assert 0 <= k < n
+    except (ValueError, AssertionError):
+        raise UsageError(f"--shard expects k/N with 0 <= k < N, got {text!r}") from None
+    return k, n

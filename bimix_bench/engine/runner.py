@@ -4,6 +4,8 @@ cell under the same budget, appending one record per cell as soon as it finishes
 from __future__ import annotations
 
 import datetime as _dt
+import math
+import os
 import random
 import time
 import traceback
@@ -19,14 +21,15 @@ import yaml
 from bimix_bench.config import load_budget, resolve_config
 from bimix_bench.engine.checkpoint import checkpoint_path, save_checkpoint
 from bimix_bench.engine.device import autocast_factory, pick_device
-from bimix_bench.engine.throughput import measure_throughput
+from bimix_bench.engine.distributed import DistContext, barrier, device_for, init_from_env, shutdown
+from bimix_bench.engine.throughput import measure_ddp_train_throughput, measure_throughput
 from bimix_bench.engine.trainer import Diverged, StepInfo, batch_size_for, train_model
 from bimix_bench.env import environment_info
 from bimix_bench.errors import SkipCell, UsageError
 from bimix_bench.models.backbone import LanguageModel, count_parameters
 from bimix_bench.models.sizing import solve_architecture
 from bimix_bench.registry import MODELS, TASKS
-from bimix_bench.results.records import append_record, config_hash
+from bimix_bench.results.records import RecordError, append_record, config_hash
 from bimix_bench.results.tables import write_tables
 from bimix_bench.task import TaskData, evaluate_split
 
@@ -43,6 +46,8 @@ class RunRequest:
     data_dir: Path | None = None
     device: str = "auto"
     save_checkpoints: bool = True
+    resume: Path | None = None  # continue this run folder: finished cells are kept, not redone
+    shard: tuple[int, int] | None = None  # (k, N): run only every N-th cell from the k-th
 
 
 @dataclass
@@ -75,6 +80,8 @@ def default_run_dir(task: str, budget: str) -> Path:
 
 def prepare(request: RunRequest) -> tuple[dict[str, Any], list[Cell], Any]:
     """Validate names, resolve the config and list the cells (no heavy work yet)."""
+    if request.resume is not None:
+        return _prepare_resume(request)
     task = TASKS.get(request.task).obj
     model_names = request.models or MODELS.names()
     specs = {name: MODELS.get(name).obj for name in model_names}
@@ -93,20 +100,64 @@ def prepare(request: RunRequest) -> tuple[dict[str, Any], list[Cell], Any]:
             raise UsageError(f"unknown subtask {sub!r} of task {request.task!r}; valid: {', '.join(known)}")
     cfg["task"]["subtasks"] = list(subtasks)
     cfg["run"] = {"models": model_names, "data_dir": str(request.data_dir) if request.data_dir else None}
-    cells = [Cell(sub, seed, m) for sub in subtasks for seed in cfg["seeds"] for m in model_names]
-    return cfg, cells, task
+    return cfg, _cells(cfg), task
+
+
+def _cells(cfg: dict[str, Any]) -> list[Cell]:
+    return [Cell(sub, seed, m) for sub in cfg["task"]["subtasks"] for seed in cfg["seeds"]
+            for m in cfg["run"]["models"]]
+
+
+def _prepare_resume(request: RunRequest) -> tuple[dict[str, Any], list[Cell], Any]:
+    """The run's own saved config decides everything; new settings would break matching."""
+    if request.overrides or request.models or request.seeds or request.subtasks:
+        raise UsageError("--resume continues a run exactly as it was configured; "
+                         "drop --set/--models/--seeds/--subtasks")
+    path = Path(request.resume) / "config.yaml"
+    if not path.exists():
+        raise UsageError(f"--resume {request.resume}: no config.yaml there (not a run folder)")
+    from bimix_bench.config import load_yaml
+
+    cfg = load_yaml(path, "run config")
+    try:
+        task = TASKS.get(cfg["task"]["family"]).obj
+        for name in cfg["run"]["models"]:
+            MODELS.get(name)
+    except KeyError as err:
+        raise UsageError(f"{path} lacks {err}: not a bimix-bench run config") from None
+    return cfg, _cells(cfg), task
 
 
 def execute(request: RunRequest, reporter: Reporter | None = None) -> Path:
-    reporter = reporter or SilentReporter()
-    cfg, cells, task = prepare(request)
-    run_dir = Path(request.out_dir) if request.out_dir else default_run_dir(request.task, request.budget)
+    dist = init_from_env(request.device)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    except OSError as err:
-        raise UsageError(f"cannot write to run folder {run_dir}: {err.strerror}") from None
-    device = pick_device(request.device)
+        return _execute(request, reporter, dist)
+    finally:
+        shutdown(dist)
+
+
+def _execute(request: RunRequest, reporter: Reporter | None, dist: DistContext | None) -> Path:
+    is_main = dist is None or dist.is_main
+    reporter = reporter if (reporter is not None and is_main) else SilentReporter()
+    cfg, cells, task = prepare(request)
+    if dist is not None and batch_size_for_any(cfg, task) < dist.world_size:
+        raise UsageError(f"the budget's batch has fewer sequences than --nproc {dist.world_size}")
+    if request.shard is not None:
+        k, n = request.shard
+        cells = cells[k::n]
+    if request.resume is not None:
+        run_dir = Path(request.resume)
+        data_dir = Path(cfg["run"]["data_dir"]) if cfg["run"].get("data_dir") else None
+        request.data_dir = data_dir
+        done = {(r["subtask"], r["seed"], r["model"]) for r in _all_records(run_dir)}
+        skipped = [c for c in cells if (c.subtask, c.seed, c.model) in done]
+        cells = [c for c in cells if (c.subtask, c.seed, c.model) not in done]
+        reporter.note(f"resuming {run_dir}: {len(skipped)} finished cells kept, {len(cells)} to run")
+    elif is_main:
+        run_dir = initialise_run(request, cfg)
+    else:
+        run_dir = Path(request.out_dir)
+    device = device_for(dist) if dist is not None else pick_device(request.device)
     run_id = run_dir.name
     env = environment_info()
     reporter.run_started(run_dir, cells)
@@ -119,12 +170,48 @@ def execute(request: RunRequest, reporter: Reporter | None = None) -> Path:
                 data_cache[key] = task.load(cell.subtask, cfg["task"], cell.seed, request.data_dir)
             except SkipCell as skip:
                 data_cache[key] = skip
-                reporter.note(f"skipping {request.task}/{cell.subtask}: {skip}")
-        record = run_cell(cell, data_cache[key], cfg, device, run_dir, run_id, env, request, reporter)
-        append_record(run_dir, record)
+                reporter.note(f"skipping {cfg['task']['family']}/{cell.subtask}: {skip}")
+        record = run_cell(cell, data_cache[key], cfg, device, run_dir, run_id, env, request, reporter, dist)
+        barrier(dist)
+        if not is_main:
+            continue
+        try:
+            append_record(run_dir, record)
+        except RecordError as err:  # never lose the cell silently: keep why it was unrecordable
+            record = {**record, "status": "failed", "reason": f"invalid record: {err}"[:2000],
+                      "metrics": {"val": {}, "test": {}}, "extras": {}}
+            append_record(run_dir, record)
+        state_path(run_dir, cfg, cell).unlink(missing_ok=True)
         reporter.cell_finished(cell, record)
         write_tables(run_dir, _all_records(run_dir))
     return run_dir
+
+
+def initialise_run(request: RunRequest, cfg: dict[str, Any] | None = None) -> Path:
+    """Create the run folder and save the resolved config (refusing to overwrite a run)."""
+    if cfg is None:
+        cfg = prepare(request)[0]
+    run_dir = Path(request.out_dir) if request.out_dir else default_run_dir(request.task, request.budget)
+    if (run_dir / "records.jsonl").exists():
+        raise UsageError(f"{run_dir} already holds a run; use --resume {run_dir} to continue it "
+                         "or choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    except OSError as err:
+        raise UsageError(f"cannot write to run folder {run_dir}: {err.strerror}") from None
+    return run_dir
+
+
+def state_path(run_dir: Path, cfg: dict[str, Any], cell: Cell) -> Path:
+    """Where an unfinished cell keeps its training state (removed once the cell is recorded)."""
+    return Path(run_dir) / "state" / f"{cfg['task']['family']}-{cell.subtask}-{cell.model}-seed{cell.seed}.pt"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _all_records(run_dir: Path) -> list[dict[str, Any]]:
@@ -139,9 +226,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def batch_size_for_any(cfg: dict[str, Any], task) -> int:
+    """Smallest batch (sequences) over the run's subtasks, for the --nproc sanity check."""
+    contexts = [int(v["context"]) for k, v in cfg["task"].items()
+                if k in cfg["task"]["subtasks"] and isinstance(v, dict) and "context" in v]
+    return min((batch_size_for(cfg, c) for c in contexts), default=batch_size_for(cfg, 1))
+
+
 def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device: torch.device,
              run_dir: Path, run_id: str, env: dict[str, Any], request: RunRequest,
-             reporter: Reporter) -> dict[str, Any]:
+             reporter: Reporter, dist: DistContext | None = None) -> dict[str, Any]:
+    is_main = dist is None or dist.is_main
     record = base_record(cell, cfg, run_id, env, request)
     if isinstance(data, SkipCell):
         record.update(status="skipped", reason=str(data))
@@ -170,7 +265,13 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
         }
         reporter.cell_started(cell, f"d_model={arch.d_model} ffn={arch.ffn_hidden} "
                                     f"params={counts['non_embedding']:,}")
-        result = train_model(model, data, cfg, device, cell.seed, lambda info: reporter.step(cell, info))
+        result = train_model(model, data, cfg, device, cell.seed, lambda info: reporter.step(cell, info),
+                             state_path=state_path(run_dir, cfg, cell), dist=dist)
+        bs_train = batch_size_for(cfg, data.context)
+        if dist is not None:  # every rank takes part in the data-parallel timing
+            ddp_tokens_per_s = measure_ddp_train_throughput(model, data, cfg, device, bs_train, dist)
+        if not is_main:
+            return record
         model.load_state_dict(result.best_state)
         autocast = autocast_factory(device, cfg["train"].get("precision", "auto"))
         bs = int(cfg["eval"]["batch_size"])
@@ -178,6 +279,9 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
                               autocast=autocast)
         if data.extra_metrics is not None:
             test.update(data.extra_metrics(model, "test", device, cfg))
+        bad = [k for k, v in {**test, **result.best_val}.items() if not math.isfinite(float(v))]
+        if bad:
+            raise Diverged(f"non-finite metrics after training: {', '.join(bad)}")
         record.update(
             tokens_trained=result.tokens_trained, steps=result.steps, best_step=result.best_step,
             metrics={"val": result.best_val, "test": test},
@@ -187,9 +291,18 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
         record["extras"] = {f"layer{i}": m.record_extras() for i, m in enumerate(model.mixers)
                             if m.record_extras()}
         record["backends"] = _backends(model)
-        throughput = measure_throughput(model, data, cfg, device, batch_size_for(cfg, data.context))
+        throughput = measure_throughput(model, data, cfg, device, bs_train)
         record["peak_memory_bytes"] = throughput.pop("peak_memory_bytes")
         record["throughput"] = throughput
+        if dist is not None:
+            single = throughput["train_tokens_per_s"]["value"]
+            record["distributed"] = {
+                "world_size": dist.world_size,
+                "scaling_efficiency": ddp_tokens_per_s / (dist.world_size * single),
+                "method": (f"global train tokens/s of a {dist.world_size}-process DDP step "
+                           f"({ddp_tokens_per_s:,.0f}) / (world size x one-process tokens/s on "
+                           f"the same global batch ({single:,.0f})); backend {dist.backend}"),
+            }
         if request.save_checkpoints:
             save_checkpoint(
                 checkpoint_path(run_dir, cfg["task"]["family"], cell.subtask, cell.model, cell.seed),

@@ -33,13 +33,39 @@ def timed_median(fn: Callable[[], Any], device: torch.device, warmup: int, repea
     for _ in range(warmup):
         fn()
     synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    return statistics.median(time_call(fn, device) for _ in range(repeats))
+
+
+def time_call(fn: Callable[[], Any], device: torch.device, cuda_events: bool = False) -> float:
+    """Seconds one call of `fn` takes, device work included. With `cuda_events` on a CUDA
+    device the GPU's own clock times it (no host-side launch gaps before the first kernel)."""
+    if cuda_events and device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
         fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    synchronize(device)
+    start_s = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start_s
+
+
+def make_train_step(model: torch.nn.Module, batch, objective: str, train_cfg: dict[str, Any],
+                    autocast: Callable[[], Any]) -> Callable[[], None]:
+    """One fwd + bwd + AdamW step of `model` on `batch`, as a callable (updates `model`)."""
+    optimizer = build_optimizer(model, train_cfg)
+
+    def train_step() -> None:
+        with autocast():
+            loss = sequence_loss(objective, model(batch.tokens, batch.lengths), batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return train_step
 
 
 def _describe(device: torch.device, warmup: int, repeats: int, what: str, shape: str) -> str:
@@ -79,14 +105,7 @@ def measure_throughput(
 
     # Training step: forward + backward + AdamW on a copy.
     trainee = copy.deepcopy(model).train()
-    optimizer = build_optimizer(trainee, cfg["train"])
-
-    def train_step() -> None:
-        with autocast():
-            loss = sequence_loss(data.objective, trainee(batch.tokens, batch.lengths), batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    train_step = make_train_step(trainee, batch, data.objective, cfg["train"], autocast)
 
     reset_peak_memory(device)
     seconds = timed_median(train_step, device, warmup, repeats)
@@ -96,7 +115,7 @@ def measure_throughput(
         "method": _describe(device, warmup, repeats, "fwd+bwd+AdamW step", shape),
         "backend": backend,
     }
-    del trainee, optimizer
+    del trainee, train_step
 
     model.eval()
 
@@ -146,3 +165,32 @@ def measure_decode(model, tokens, cfg, device, autocast, backend) -> dict[str, A
         ),
         "backend": backend,
     }
+
+
+def measure_ddp_train_throughput(model: LanguageModel, data: TaskData, cfg: dict[str, Any],
+                                 device: torch.device, batch_size: int, dist) -> float:
+    """Global training tokens/s of a data-parallel step (every rank calls this together):
+    the same full-length global batch as the one-process figure, split across ranks."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from bimix_bench.engine.distributed import shard
+
+    tcfg = cfg["throughput"]
+    autocast = autocast_factory(device, cfg["train"].get("precision", "auto"))
+    batch = full_length_batch(data, batch_size)
+    local = shard(batch, dist).to(device)
+    trainee = DistributedDataParallel(
+        copy.deepcopy(model).train(), device_ids=[dist.local_rank] if device.type == "cuda" else None,
+        find_unused_parameters=any(m.has_conditional_parameters for m in model.mixers),
+    )
+    optimizer = build_optimizer(trainee.module, cfg["train"])
+
+    def train_step() -> None:
+        with autocast():
+            loss = sequence_loss(data.objective, trainee(local.tokens, local.lengths), local)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    seconds = timed_median(train_step, device, int(tcfg["warmup"]), int(tcfg["repeats"]))
+    return batch.tokens.numel() / seconds

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from bimix_bench.engine.device import autocast_factory, synchronize
+from bimix_bench.engine.distributed import DistContext, shard
 from bimix_bench.engine.optim import build_optimizer, lr_at, set_lr
 from bimix_bench.models.backbone import LanguageModel
 from bimix_bench.models.mixer import TrainProgress
@@ -62,31 +65,57 @@ def train_model(
     device: torch.device,
     seed: int,
     on_step: Callable[[StepInfo], None] | None = None,
+    state_path: Path | None = None,
+    dist: DistContext | None = None,
 ) -> TrainResult:
+    """Train for the budget's steps, validating every `eval_every` steps and keeping the best
+    validation weights. With `state_path`, the full training state is saved there at every
+    validation, and training resumes from it when the file exists (interrupted runs).
+    With `dist`, each rank trains on its slice of the same global batch under DDP and only
+    the main rank validates and saves."""
     train_cfg, eval_cfg = cfg["train"], cfg["eval"]
     total_steps = int(train_cfg["steps"])
     eval_every = max(1, int(train_cfg.get("eval_every", total_steps)))
     autocast = autocast_factory(device, train_cfg.get("precision", "auto"))
     optimizer = build_optimizer(model, train_cfg)
     batches = data.train_batches(batch_size_for(cfg, data.context), seed)
+    forward = model
+    if dist is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Unused parameters exist by design (e.g. BiMix's gating network before distillation).
+        forward = DistributedDataParallel(
+            model, device_ids=[dist.local_rank] if device.type == "cuda" else None,
+            find_unused_parameters=any(m.has_conditional_parameters for m in model.mixers),
+        )
+    is_main = dist is None or dist.is_main
 
     result = TrainResult(0, 0, 0, None, {}, copy.deepcopy(_cpu_state(model)))
     best_score = -math.inf
+    first_step = 0
+    if state_path is not None and Path(state_path).exists():
+        first_step, best_score = _load_training_state(state_path, model, optimizer, result, device)
+        for _ in range(first_step):  # the data stream is a pure function of the seed
+            next(batches)
     window_tokens, window_start = 0, time.perf_counter()
     start = time.perf_counter()
-    for step in range(total_steps):
+    for step in range(first_step, total_steps):
         model.train()
-        batch = next(batches).to(device)
+        global_batch = next(batches)
+        batch = shard(global_batch, dist).to(device)
         lr = lr_at(step, total_steps, train_cfg)
         set_lr(optimizer, lr)
         with autocast():
-            logits = model(batch.tokens, batch.lengths)
+            logits = forward(batch.tokens, batch.lengths)
             loss = sequence_loss(data.objective, logits, batch)
             for mixer in model.mixers:
                 extra = mixer.aux_loss()
                 if extra is not None:
                     loss = loss + extra
-        if not torch.isfinite(loss):
+        finite = torch.isfinite(loss.detach()).to(torch.int32)
+        if dist is not None:  # every rank must agree, or the others would wait forever
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if not bool(finite):
             raise Diverged(f"loss became {loss.item()} at step {step + 1}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -97,12 +126,12 @@ def train_model(
             mixer.after_optimizer_step(progress)
 
         result.steps = step + 1
-        result.tokens_trained += batch.n_tokens
-        result.tokens_trained_padded += batch.tokens.numel()
-        window_tokens += batch.n_tokens
+        result.tokens_trained += global_batch.n_tokens
+        result.tokens_trained_padded += global_batch.tokens.numel()
+        window_tokens += global_batch.n_tokens
         info = StepInfo(step + 1, total_steps, float(loss.item()), lr, 0.0)
 
-        if (step + 1) % eval_every == 0 or step + 1 == total_steps:
+        if is_main and ((step + 1) % eval_every == 0 or step + 1 == total_steps):
             val = evaluate_split(
                 model, data, "val", device, int(eval_cfg["batch_size"]),
                 limit=int(eval_cfg["val_examples"]), autocast=autocast,
@@ -114,6 +143,8 @@ def train_model(
                 best_score = score
                 result.best_step, result.best_val = step + 1, val
                 result.best_state = _cpu_state(model)
+            if state_path is not None and is_main:
+                _save_training_state(state_path, model, optimizer, result, best_score)
             window_tokens, window_start = 0, time.perf_counter()  # don't time evaluation
         else:
             synchronize(device)
@@ -127,3 +158,32 @@ def train_model(
 
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _save_training_state(path: Path, model, optimizer, result: TrainResult, best_score: float) -> None:
+    """Everything needed to continue exactly: weights, optimizer moments, RNG, bookkeeping."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {
+        "step": result.steps, "model": _cpu_state(model), "optimizer": optimizer.state_dict(),
+        "best_score": best_score, "best_step": result.best_step, "best_val": result.best_val,
+        "best_state": result.best_state, "history": result.history,
+        "tokens_trained": result.tokens_trained, "tokens_trained_padded": result.tokens_trained_padded,
+        "torch_rng": torch.get_rng_state(),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)  # atomic: an interrupt never leaves a torn state file
+
+
+def _load_training_state(path: Path, model, optimizer, result: TrainResult, device) -> tuple[int, float]:
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(blob["model"])
+    optimizer.load_state_dict(blob["optimizer"])
+    torch.set_rng_state(blob["torch_rng"])
+    result.steps = blob["step"]
+    result.best_step, result.best_val = blob["best_step"], blob["best_val"]
+    result.best_state, result.history = blob["best_state"], blob["history"]
+    result.tokens_trained = blob["tokens_trained"]
+    result.tokens_trained_padded = blob["tokens_trained_padded"]
+    return blob["step"], blob["best_score"]

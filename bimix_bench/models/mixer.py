@@ -55,6 +55,9 @@ class TrainProgress:
 class TokenMixer(nn.Module):
     backend: str = "torch-reference"
     backend_reason: str = "default"
+    # True when some parameters take no part in some forwards (e.g. a gating network that is
+    # switched on mid-training); data-parallel training must then look for unused ones.
+    has_conditional_parameters: bool = False
 
     def __init__(self, cfg: MixerConfig):
         super().__init__()

@@ -127,6 +127,8 @@ _TOP_LEVEL = (
     "throughput", "peak_memory_bytes", "wall_time_s", "backends", "data", "config",
     "config_hash", "environment", "extras",
 )
+# Present only for multi-process (torchrun) runs: world size, tokens/s per GPU over one GPU.
+_OPTIONAL_TOP_LEVEL = ("distributed",)
 _PARAMS_INT = ("total", "non_embedding", "target_non_embedding")
 _ARCH_INT = ("d_model", "n_layers", "n_heads", "ffn_hidden", "max_seq_len")
 
@@ -136,7 +138,16 @@ def validate_record(rec: dict) -> None:
     c = _Checker()
     if not isinstance(rec, dict):
         raise RecordError([f"field <record>: expected an object, got {_describe(rec)}"])
-    c.keys("", rec, _TOP_LEVEL)
+    c.keys("", rec, _TOP_LEVEL, _OPTIONAL_TOP_LEVEL)
+    if "distributed" in rec and c.dict_("distributed", rec["distributed"]):
+        dist = rec["distributed"]
+        c.keys("distributed", dist, ("world_size", "scaling_efficiency", "method"))
+        if "world_size" in dist:
+            c.int_("distributed.world_size", dist["world_size"], minimum=1)
+        if dist.get("scaling_efficiency") is not None:
+            c.number("distributed.scaling_efficiency", dist["scaling_efficiency"], minimum=0)
+        if "method" in dist:
+            c.str_("distributed.method", dist["method"])
 
     if "schema_version" in rec and c.int_("schema_version", rec["schema_version"]):
         if rec["schema_version"] != SCHEMA_VERSION:
