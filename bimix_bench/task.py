@@ -85,6 +85,45 @@ class StreamSplit:
         return Batch(tokens, targets, lengths)
 
 
+class ExampleSplit:
+    """LM examples that each fill one row on their own (a question with its documents and
+    answer, an associative-recall sequence). Rows are never cut or packed together, so every
+    scored target is predicted with its whole example in view; they are batched by example
+    index, like ClassificationSplit, and right-padded with PAD (targets -100).
+
+    `fetch(i)` returns example i as (inputs (L,), targets (L,)) integer tensors, L <= context,
+    targets -100 where nothing is scored. It may build the example on demand, so a split can
+    hold more examples than would fit in memory."""
+
+    def __init__(self, n: int, fetch: Callable[[int], tuple[torch.Tensor, torch.Tensor]]):
+        self.n = n
+        self.fetch = fetch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def n_windows(self, context: int) -> int:
+        return self.n
+
+    def batch(self, indices: list[int], context: int) -> Batch:
+        pairs = [self.fetch(i) for i in indices]
+        width = max(len(x) for x, _ in pairs)
+        if width > context:
+            raise ValueError(f"an example of {width} tokens does not fit the context of {context}")
+        tokens = torch.full((len(pairs), width), PAD, dtype=torch.long)
+        targets = torch.full((len(pairs), width), -100, dtype=torch.long)
+        for row, (x, y) in enumerate(pairs):
+            tokens[row, : len(x)] = x
+            targets[row, : len(y)] = y
+        lengths = torch.tensor([len(x) for x, _ in pairs], dtype=torch.long)
+        return Batch(tokens, targets, lengths)
+
+
+def _by_index(objective: str, split: Any) -> bool:
+    """Classification splits and ExampleSplit are batched by example index, streams by window."""
+    return objective == "classify" or isinstance(split, ExampleSplit)
+
+
 @dataclass
 class TaskData:
     """One subtask, ready to train on: splits, objective and scoring."""
@@ -106,8 +145,11 @@ class TaskData:
     def train_batches(self, batch_size: int, seed: int) -> Iterator[Batch]:
         """Endless, seeded stream of training batches: identical for every model."""
         gen = torch.Generator().manual_seed(seed)
-        if self.objective == "classify":
+        if _by_index(self.objective, self.train):
             n = len(self.train)
+            if n < batch_size:
+                raise ValueError(f"{self.task}/{self.subtask}: {n} training examples cannot fill a "
+                                 f"batch of {batch_size}")
             while True:
                 order = torch.randperm(n, generator=gen).tolist()
                 for i in range(0, n - batch_size + 1, batch_size):
@@ -123,7 +165,7 @@ class TaskData:
     def eval_batches(self, split: str, batch_size: int, limit: int | None = None) -> Iterator[Batch]:
         """Deterministic batches covering a split (first `limit` examples / windows)."""
         data = getattr(self, split)
-        if self.objective == "classify":
+        if _by_index(self.objective, data):
             n = len(data) if limit is None else min(limit, len(data))
             for i in range(0, n, batch_size):
                 yield data.batch(list(range(i, min(n, i + batch_size))), self.context)

@@ -16,7 +16,8 @@ FAST = ["--set", "train.steps=4", "--set", "train.eval_every=2", "--set", "task.
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     result = CliRunner().invoke(
-        app, ["run", "--task", "lra", "--budget", "tiny", "--models", "transformer", "--out", str(out), *FAST]
+        app, ["run", "--task", "lra", "--subtasks", "listops", "--budget", "tiny", "--models", "transformer",
+              "--out", str(out), *FAST]
     )
     assert result.exit_code == 0, result.output
     assert "transformer" in result.output and "summary.md" in result.output

@@ -39,6 +39,7 @@ class RichReporter:
         )
         self.sweep: TaskID | None = None
         self.current: TaskID | None = None
+        self._last_note = ""
 
     def __enter__(self) -> "RichReporter":
         self.progress.start()
@@ -72,12 +73,16 @@ class RichReporter:
             self.progress.remove_task(self.current)
             self.current = None
         if record["status"] != "ok":
+            reason = record.get("reason")
+            if record["status"] == "skipped" and reason and reason in self._last_note:
+                reason = "see above"  # the data-level skip was just printed by note()
             self.progress.console.print(
                 f"[yellow]{cell.model} {cell.subtask} seed {cell.seed}: {record['status']}[/yellow]"
-                f" ({record.get('reason')})")
+                f" ({reason})")
         self.progress.update(self.sweep, advance=1, status=f"last: {cell.model} {record['status']}")
 
     def note(self, message: str) -> None:
+        self._last_note = message
         self.progress.console.print(f"[yellow]{message}[/yellow]")
 
 
