@@ -1,0 +1,75 @@
+"""Index-space building blocks shared by every BiMix path: band partitions, DCT phases computed
+from exact integers, and the Chebyshev basis over the window.
+
+Angles are never formed as float(omega) * float(t): at t ~ 3e4 a float32 product loses ~3e-3 rad.
+Instead the phase is reduced as an integer first (k * t mod the period), so the only rounding
+is one multiply by pi / (2 N) on a number below 4 N.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def band_index(n_index: int, n_bands: int, device: torch.device | None = None) -> torch.Tensor:
+    """Band of each index k in [0, n_index): contiguous bands of (nearly) equal size. (n_index,)"""
+    if not 1 <= n_bands <= n_index:
+        raise ValueError(f"need 1 <= n_bands ({n_bands}) <= n_index ({n_index})")
+    return torch.arange(n_index, device=device) * n_bands // n_index
+
+
+def band_one_hot(n_index: int, n_bands: int, dtype: torch.dtype, device=None) -> torch.Tensor:
+    """(n_index, n_bands) 0/1 matrix; summing per-index terms into bands is a matmul with it."""
+    return torch.nn.functional.one_hot(band_index(n_index, n_bands, device), n_bands).to(dtype)
+
+
+def _angle_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def dct_phases(
+    positions: torch.Tensor, n_freq: int, horizon: int, half_shift: bool, dtype: torch.dtype
+) -> torch.Tensor:
+    """Angles omega_k * t (+ omega_k / 2 when half_shift), omega_k = pi k / horizon, reduced
+    mod 2 pi exactly. positions: (T,) int64 -> (T, n_freq) float (fp64 for fp64, else fp32).
+
+    omega_k t + omega_k / 2 = pi (2 k t + k) / (2 horizon); the integer 2kt + k is reduced mod
+    4 horizon (one full turn) before scaling.
+    """
+    k = torch.arange(n_freq, device=positions.device, dtype=torch.int64)
+    m = 2 * positions.to(torch.int64)[:, None] * k[None, :]
+    if half_shift:
+        m = m + k[None, :]
+    m = torch.remainder(m, 4 * horizon)
+    return m.to(_angle_dtype(dtype)) * (math.pi / (2 * horizon))
+
+
+def dct_query_key_features(
+    positions: torch.Tensor, n_freq: int, horizon: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Un-weighted linear-attention features of the DCT branch.
+
+    q_t = [cos(w t + w/2), sin(w t + w/2)], k_s = [cos(w s), sin(w s)] (per frequency), so
+    q_t . k_s = sum_k cos(w_k (t - s) + w_k / 2), the branch kernel at lag t - s.
+    Returns (q, k), each (T, 2 * n_freq) in `dtype`.
+    """
+    phase_q = dct_phases(positions, n_freq, horizon, True, dtype)
+    phase_k = dct_phases(positions, n_freq, horizon, False, dtype)
+    q = torch.cat([phase_q.cos(), phase_q.sin()], dim=-1)
+    k = torch.cat([phase_k.cos(), phase_k.sin()], dim=-1)
+    return q.to(dtype), k.to(dtype)
+
+
+def chebyshev_basis(n_poly: int, window: int, dtype: torch.dtype, device=None) -> torch.Tensor:
+    """T_k(1 - 2 tau / (W - 1)) for k < n_poly, tau < W: (n_poly, W). The current token (tau = 0)
+    sits at x = 1, where the polynomials resolve finest. Three-term recurrence, stable on [-1, 1]."""
+    if window < 2:
+        raise ValueError(f"the Chebyshev window needs at least 2 lags, got {window}")
+    tau = torch.arange(window, device=device, dtype=torch.float64)
+    x = 1.0 - 2.0 * tau / (window - 1)
+    rows = [torch.ones_like(x), x]
+    for _ in range(2, n_poly):
+        rows.append(2.0 * x * rows[-1] - rows[-2])
+    return torch.stack(rows[:n_poly]).to(dtype)

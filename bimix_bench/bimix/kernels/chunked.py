@@ -1,0 +1,117 @@
+"""Chunked plain-torch paths (CPU and GPU): the forms the fast kernels compute.
+
+DCT branch as gated linear attention with a fixed per-head decay. Because
+  cos(w (t - s) + w/2) = cos(w t + w/2) cos(w s) + sin(w t + w/2) sin(w s),
+the branch output  sum_s sum_k g_{t,band(k)} a_k rho^(t-s) cos(w_k (t - s) + w_k/2) v_s  equals
+  o_t = q_t^T S_t,  S_t = rho S_{t-1} + k_t v_t^T,
+with q_t = [g a cos(w t + w/2), g a sin(w t + w/2)]_k and k_s = [cos w s, sin w s]_k: the
+per-token band gates fold into q for free. The recurrence itself is the shared op
+bimix_bench.ops.linear_recurrence (its "chunked" torch form, "fla" on CUDA, "recurrent").
+
+Chebyshev branch as block-Toeplitz products: with chunk C >= W every output chunk only sees its
+own chunk and the previous one, u_chunk = T0 v_chunk + T1 v_prev, done per band as one
+(C x 2C) matrix product over [v_prev; v_chunk]; the per-token gates weight the bands after.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from bimix_bench.bimix.kernels.basis import band_index, dct_query_key_features
+
+
+def gated_dct_queries_keys(
+    positions: torch.Tensor,
+    gates: torch.Tensor,
+    amplitude: torch.Tensor,
+    horizon: int,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """positions (T,) int64, gates (B|1, T|1, H, NB), amplitude (H, K_d)
+    -> q (B|1, T, H, 2 K_d) carrying g_{t,band(k)} a_{h,k}, k (T, 2 K_d)."""
+    H, K = amplitude.shape
+    q_basis, k_basis = dct_query_key_features(positions, K, horizon, dtype)  # (T, 2K) each
+    gate_per_freq = gates[..., band_index(K, gates.shape[-1], gates.device)]  # (B|1, T|1, H, K)
+    weight = (gate_per_freq * amplitude).repeat(1, 1, 1, 2)  # cos and sin halves share it
+    return weight.to(dtype) * q_basis[None, :, None, :], k_basis
+
+
+def dct_branch_linear_attention(
+    v: torch.Tensor,
+    gates: torch.Tensor,
+    amplitude: torch.Tensor,
+    log_rho: torch.Tensor,
+    horizon: int,
+    backend: str = "chunked",
+    chunk_size: int = 64,
+    decay_grad_through_qk: bool | None = None,
+) -> torch.Tensor:
+    """v (B, T, H, P), gates (B|1, T|1, H, NB), amplitude (H, K_d), log_rho (H,) -> (B, T, H, P).
+
+    decay_grad_through_qk (default: on for "fla"): fla's chunk_simple_gla treats the fixed decay
+    g_gamma as a constant (its backward returns no gradient for it), which would freeze rho on
+    the GPU path only. rho^(t-s) = rho^(t-c) * rho^-(s-c) for any c, so scaling q_t by
+    exp((t-c) d) and k_s by exp(-(s-c) d) with d = log_rho - log_rho.detach() (exactly 0) leaves
+    every value unchanged while autograd receives exactly d o / d log_rho through q and k
+    (c = the middle position keeps the two position-weighted sums small)."""
+    from bimix_bench.ops.linear_recurrence import gated_linear_attention
+
+    B, T, H, _ = v.shape
+    positions = torch.arange(T, device=v.device)
+    q, k = gated_dct_queries_keys(positions, gates, amplitude, horizon, v.dtype)
+    k = k[None, :, None, :]  # (1, T, 1, 2K)
+    if decay_grad_through_qk is None:
+        decay_grad_through_qk = backend == "fla"
+    if decay_grad_through_qk and torch.is_grad_enabled() and log_rho.requires_grad:
+        centred = positions.to(log_rho.dtype) - (T - 1) / 2
+        delta = (log_rho - log_rho.detach())[None, :]  # (1, H), zeros carrying the gradient
+        q = q * torch.exp(centred[:, None] * delta).to(q.dtype)[None, :, :, None]
+        k = k * torch.exp(-centred[:, None] * delta).to(k.dtype)[None, :, :, None]
+        log_rho = log_rho.detach()
+    q = q.expand(B, T, H, q.shape[-1])
+    k = k.expand(B, T, H, k.shape[-1])
+    out, _ = gated_linear_attention(
+        q, k, v, log_rho, scale=1.0, backend=backend, chunk_size=chunk_size
+    )
+    return out
+
+
+def block_toeplitz_band_matrices(kernels: torch.Tensor, chunk: int) -> torch.Tensor:
+    """kernels (H, NB, W), W <= chunk -> (H, NB, C, 2C): row i of a chunk against the 2C
+    positions [previous chunk; this chunk]; entry = kernel at lag i + C - column (0 if outside
+    [0, W))."""
+    W = kernels.shape[-1]
+    if W > chunk:
+        raise ValueError(f"chunk {chunk} must be >= window {W}")
+    rows = torch.arange(chunk, device=kernels.device)[:, None]
+    cols = torch.arange(2 * chunk, device=kernels.device)[None, :]
+    lag = rows + chunk - cols  # (C, 2C)
+    valid = (lag >= 0) & (lag < W)
+    return kernels[..., lag.clamp(0, W - 1)] * valid
+
+
+def cheb_branch_block_toeplitz(
+    v: torch.Tensor, kernels: torch.Tensor, gates: torch.Tensor, chunk: int | None = None
+) -> torch.Tensor:
+    """v (B, T, H, P), kernels (H, NB, W), gates (B|1, T|1, H, NB) -> (B, T, H, P).
+
+    chunk defaults to W (the smallest valid C, the least wasted work)."""
+    B, T, H, P = v.shape
+    NB, W = kernels.shape[1:]
+    C = chunk or W
+    n = -(-T // C)
+    pad = n * C - T
+    v_chunks = F.pad(v, (0, 0, 0, 0, 0, pad)).view(B, n, C, H, P)
+    v_prev = F.pad(v_chunks, (0, 0, 0, 0, 0, 0, 1, 0))[:, :n]  # chunk c-1 (zeros before 0)
+    v_pair = torch.cat([v_prev, v_chunks], dim=2)  # (B, n, 2C, H, P)
+    if gates.shape[1] != 1:
+        gates = F.pad(gates, (0, 0, 0, 0, 0, pad))
+    gates = gates.reshape(gates.shape[0], -1, 1 if gates.shape[1] == 1 else C, H, NB)
+    matrices = block_toeplitz_band_matrices(kernels, C).to(v.dtype)  # (H, NB, C, 2C)
+    out = None
+    for band in range(NB):
+        u = torch.einsum("hij,bnjhp->bnihp", matrices[:, band], v_pair)  # (B, n, C, H, P)
+        term = gates[..., band, None].to(v.dtype) * u
+        out = term if out is None else out + term
+    return out.reshape(B, n * C, H, P)[:, :T]
