@@ -342,8 +342,8 @@ def test_cuda_matches_cpu(dtype: torch.dtype, n: int) -> None:
     grad_out = torch.randn(4096, n, generator=gen, dtype=torch.float64).to(dtype)
     outs = {}
     for device in ("cpu", "cuda"):
-        s_d = s.to(device).requires_grad_()
-        lam_d = lam.to(device).requires_grad_()
+        s_d = s.to(device).detach().requires_grad_()  # leaves on every device
+        lam_d = lam.to(device).detach().requires_grad_()
         g = tv_box_prox(s_d, lam_d)
         assert g.device.type == device
         g.backward(grad_out.to(device))

