@@ -25,7 +25,12 @@ BUILTIN_MODELS = (
     "bimix_bench.baselines.linear_attention",
     "bimix_bench.baselines.gla",
 )
-BUILTIN_TASKS = ("bimix_bench.tasks.lra",)
+BUILTIN_TASKS = (
+    "bimix_bench.tasks.lra",
+    "bimix_bench.tasks.mqar",
+    "bimix_bench.tasks.long_code",
+    "bimix_bench.tasks.multidoc_qa",
+)
 
 
 @dataclass

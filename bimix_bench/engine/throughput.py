@@ -77,16 +77,21 @@ def _describe(device: torch.device, warmup: int, repeats: int, what: str, shape:
 
 
 def full_length_batch(data: TaskData, batch_size: int, seed: int = 1234):
-    """A (batch_size, context) batch with no padding: classification rows are tiled to length."""
+    """A (batch_size, context) batch with no padding: shorter rows (classification examples,
+    whole LM examples) are tiled to length."""
     batch = next(data.train_batches(batch_size, seed))
     if batch.tokens.shape[1] < data.context or bool((batch.lengths < data.context).any()):
-        rows = []
-        for row, length in zip(batch.tokens, batch.lengths):
+        rows, target_rows = [], []
+        for row, target, length in zip(batch.tokens, batch.targets, batch.lengths):
             valid = row[: max(1, int(length))]
             reps = -(-data.context // len(valid))
             rows.append(valid.repeat(reps)[: data.context])
+            if batch.targets.dim() == 2:  # LM rows (whole examples): targets are tiled alike
+                target_rows.append(target[: len(valid)].repeat(reps)[: data.context])
         batch.tokens = torch.stack(rows)
         batch.lengths = torch.full_like(batch.lengths, data.context)
+        if target_rows:
+            batch.targets = torch.stack(target_rows)
     return batch
 
 

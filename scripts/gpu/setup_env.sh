@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Source on a GPU machine without network: installs carried wheels (fla-core, mamba_ssm, ...)
+# from .whl/ into a private target and puts the checkout on PYTHONPATH.
+#   source scripts/gpu/setup_env.sh
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || return 1
+  export PYTHONPATH="/tmp/site:${PWD}${PYTHONPATH:+:$PYTHONPATH}"
+else
+  export PYTHONPATH="${PWD}${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONUNBUFFERED=1
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"

@@ -1,0 +1,94 @@
+"""Multi-query associative recall (Zoology, Arora et al. 2023) as a task family: `--task mqar`.
+
+Subtask `T{T}_kv{N}`: sequences of T byte ids with N key-value pairs followed by queries (see
+generator.py). Language-model objective with the loss on the answer positions only; the
+headline metric is the accuracy of the argmax prediction on those positions.
+Examples are built on demand from (seed, split, index), so the data set never sits in memory
+and is identical for every model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bimix_bench.engine.device import autocast_factory
+from bimix_bench.metrics.token_losses import token_losses
+from bimix_bench.task import ExampleSplit, SubtaskInfo, Task, TaskData, register_task
+from bimix_bench.tasks.mqar.generator import MQARConfig, generate_mqar, parse_subtask
+
+# The grid offered as subtasks: Zoology's sequence lengths and pair counts, extended to longer
+# sequences, keeping 4N <= T <= 64N (the query region has room; the task is not mostly noise).
+SEQ_LENS = (64, 128, 256, 512, 1024, 2048, 4096)
+KV_PAIRS = (4, 8, 16, 32, 64)
+SUBTASKS = tuple(f"T{t}_kv{n}" for t in SEQ_LENS for n in KV_PAIRS if 4 * n <= t <= 64 * n)
+_SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+
+
+def example_fetcher(cfg: MQARConfig, seed: int, split: str):
+    """fetch(i) -> (inputs (T,), targets (T,)): example i of a split, a pure function of
+    (seed, split, T, N, i); targets are -100 except at the N query positions."""
+    def fetch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([seed, _SPLIT_CODES[split], cfg.seq_len, cfg.n_kv, i])
+        inputs, positions, answers = generate_mqar(1, cfg, rng)
+        targets = np.full(cfg.seq_len, -100, dtype=np.int64)
+        targets[positions[0]] = answers[0]
+        return torch.from_numpy(inputs[0]), torch.from_numpy(targets)
+
+    return fetch
+
+
+def recall_accuracy(model, data: TaskData, split: str, device: torch.device, cfg: dict[str, Any]
+                    ) -> dict[str, float]:
+    """Share of answer positions whose argmax prediction is the value, over the same examples
+    the standard evaluation scores (the first eval.test_examples)."""
+    autocast = autocast_factory(device, cfg["train"].get("precision", "auto"))
+    limit = int(cfg["eval"]["test_examples"]) if split == "test" else int(cfg["eval"]["val_examples"])
+    hits = total = 0
+    model.eval()
+    for batch in data.eval_batches(split, int(cfg["eval"]["batch_size"]), limit):
+        batch = batch.to(device)
+        _, hit = token_losses(model, batch.tokens, batch.targets, autocast)
+        hits += int(hit.sum())
+        total += int((batch.targets != -100).sum())
+    if total == 0:
+        return {}
+    return {"accuracy": hits / total, "n_queries": total}
+
+
+def load_mqar(subtask: str, cfg: dict[str, Any], seed: int) -> TaskData:
+    seq_len, n_kv = parse_subtask(subtask)
+    gen = MQARConfig(seq_len, n_kv, float(cfg["power_a"]), bool(cfg["random_non_queries"]))
+    sizes = {s: int(cfg[f"n_{s}"]) for s in ("train", "val", "test")}
+    splits = {s: ExampleSplit(n, example_fetcher(gen, seed, s)) for s, n in sizes.items()}
+    meta = {
+        "source": "generated offline with the Zoology MQAR process (byte ids)",
+        "seq_len": seq_len, "n_kv_pairs": n_kv, "power_a": gen.power_a,
+        "random_non_queries": gen.random_non_queries,
+        "key_ids": [1, gen.vocab_size // 2 - 1], "value_ids": [gen.vocab_size // 2, gen.vocab_size - 1],
+        "sizes": sizes,
+    }
+    data = TaskData(
+        task="mqar", subtask=subtask, objective="lm", context=seq_len,
+        train=splits["train"], val=splits["val"], test=splits["test"], meta=meta,
+    )
+    data.extra_metrics = lambda model, split, device, run_cfg: recall_accuracy(
+        model, data, split, device, run_cfg)
+    return data
+
+
+@register_task
+class AssociativeRecall(Task):
+    name = "mqar"
+    description = "Multi-query associative recall (Zoology): recall the value of each queried key"
+    defaults_path = Path(__file__).parent / "defaults.yaml"
+
+    def subtasks(self) -> list[SubtaskInfo]:
+        return [SubtaskInfo(name, f"{parse_subtask(name)[1]} key-value pairs in sequences of "
+                                  f"{parse_subtask(name)[0]} ids") for name in SUBTASKS]
+
+    def load(self, subtask: str, cfg: dict[str, Any], seed: int, data_dir: Path | None) -> TaskData:
+        return load_mqar(subtask, cfg, seed)

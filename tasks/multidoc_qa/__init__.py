@@ -1,0 +1,130 @@
+"""Multi-document question answering as a task family: `--task multidoc_qa`.
+
+Documents separated by SEP, then the question, then the answer (layout.py). Training: language-
+model loss on the answer bytes (and the closing EOS) only. Evaluation: greedy generation of
+the answer through the model's decode path, exact match and token F1 under the SQuAD /
+HotpotQA / LongBench normalization, overall and by evidence depth (evaluation.py).
+
+Subtasks:
+  multikey_needle, multivalue, variable_tracking, bridge
+      generated offline over real English prose from Python's documentation (generated.py);
+      RULER- and HotpotQA-style; every prompt fills the context exactly
+  hotpotqa                  HotpotQA distractor setting (local release or hub; real.py)
+  longbench_hotpotqa, longbench_2wikimqa, longbench_musique
+      LongBench's multi-document subsets (local jsonl files; real.py)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bimix_bench.errors import SkipCell, UsageError
+from bimix_bench.task import ExampleSplit, SubtaskInfo, Task, TaskData, register_task
+from bimix_bench.tasks.long_code.sources import python_description
+from bimix_bench.tasks.multidoc_qa.corpus import python_docs_corpus
+from bimix_bench.tasks.multidoc_qa.evaluation import qa_metrics
+from bimix_bench.tasks.multidoc_qa.generated import GENERATED_SUBTASKS, generate_example, max_answer_bytes
+from bimix_bench.tasks.multidoc_qa.layout import QAExample
+from bimix_bench.tasks.multidoc_qa.real import LONGBENCH_SUBSETS, load_hotpot, load_longbench
+
+SPLITS = ("train", "val", "test")
+_SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+_DESCRIPTIONS = {
+    "multikey_needle": "several 'special magic number' needles; recall one key's number",
+    "multivalue": "one key with several numbers among other keys; recall all of them",
+    "variable_tracking": "VAR chains across documents; list the variables holding a value",
+    "bridge": "entity -> city in one document, city -> code in another; answer the code",
+    "hotpotqa": "HotpotQA distractor setting (real data: --data-dir or hub)",
+    **{name: f"LongBench {subset} (real data: --data-dir)" for name, subset in LONGBENCH_SUBSETS.items()},
+}
+
+
+def _generated_splits(subtask: str, cfg: dict[str, Any], seed: int, sizes: dict[str, int]
+                      ) -> tuple[dict[str, Any], list[QAExample], int, dict[str, Any]]:
+    """Train examples are built on demand from (seed, split, subtask, index); val and test are
+    built once (they are scored repeatedly and decoded)."""
+    sub_cfg = cfg[subtask]
+    max_answer = max_answer_bytes(subtask, sub_cfg)
+    prompt_len = int(cfg["context"]) - max_answer
+    corpus = python_docs_corpus()
+    n_docs, n_buckets = int(cfg["n_docs"]), int(cfg["depth_buckets"])
+    code = GENERATED_SUBTASKS.index(subtask)
+
+    def example(split: str, i: int) -> QAExample:
+        rng = np.random.default_rng([seed, _SPLIT_CODES[split], code, i])
+        return generate_example(subtask, corpus, sub_cfg, rng, i, n_buckets, n_docs, prompt_len)
+
+    try:
+        fixed = {s: [example(s, i) for i in range(sizes[s])] for s in ("val", "test")}
+    except ValueError as err:
+        raise UsageError(f"multidoc_qa/{subtask}: {err}") from None
+    splits = {
+        "train": ExampleSplit(sizes["train"], lambda i: example("train", i).inputs_and_targets(max_answer)),
+        **{s: _fixed_split(fixed[s], max_answer) for s in ("val", "test")},
+    }
+    meta = {
+        "source": f"generated over prose of pydoc_data.topics ({python_description()})",
+        "note": "the documentation text differs between Python versions",
+        "corpus_paragraphs": len(corpus.paragraph_starts), "corpus_bytes": len(corpus.text),
+        "n_docs": n_docs, "prompt_len": prompt_len, "settings": dict(sub_cfg),
+        "depth": "of the evidence farthest from the question; stratified over depth buckets",
+    }
+    return splits, fixed["test"], max_answer, meta
+
+
+def _fixed_split(examples: list[QAExample], max_answer: int) -> ExampleSplit:
+    return ExampleSplit(len(examples), lambda i: examples[i].inputs_and_targets(max_answer))
+
+
+def _real_splits(subtask: str, cfg: dict[str, Any], sizes: dict[str, int], data_dir: Path | None
+                 ) -> tuple[dict[str, Any], list[QAExample], int, dict[str, Any]]:
+    section = cfg["hotpotqa"] if subtask == "hotpotqa" else cfg["longbench"]
+    max_answer = int(section["max_answer_bytes"])
+    prompt_len = int(cfg["context"]) - max_answer
+    if subtask == "hotpotqa":
+        examples, meta = load_hotpot(section, sizes, prompt_len, max_answer, data_dir)
+    else:
+        examples, meta = load_longbench(subtask, section, sizes, prompt_len, max_answer, data_dir)
+    empty = [s for s in SPLITS if not examples[s]]
+    if empty:
+        raise SkipCell(f"multidoc_qa/{subtask}: no examples for the {', '.join(empty)} split(s) in "
+                       f"{meta['source']}")
+    splits = {s: _fixed_split(examples[s], max_answer) for s in SPLITS}
+    return splits, examples["test"], max_answer, {**meta, "prompt_len_max": prompt_len}
+
+
+def load_multidoc(subtask: str, cfg: dict[str, Any], seed: int, data_dir: Path | None) -> TaskData:
+    sizes = {s: int(cfg[f"n_{s}"]) for s in SPLITS}
+    if subtask in GENERATED_SUBTASKS:
+        splits, test_examples, max_answer, meta = _generated_splits(subtask, cfg, seed, sizes)
+    else:
+        splits, test_examples, max_answer, meta = _real_splits(subtask, cfg, sizes, data_dir)
+    meta = {**meta, "max_answer_bytes": max_answer,
+            "sizes": {s: len(splits[s]) for s in SPLITS}, "depth_buckets": int(cfg["depth_buckets"])}
+    data = TaskData(task="multidoc_qa", subtask=subtask, objective="lm", context=int(cfg["context"]),
+                    train=splits["train"], val=splits["val"], test=splits["test"], meta=meta)
+
+    def extra_metrics(model, split: str, device, run_cfg: dict[str, Any]) -> dict[str, float]:
+        if split != "test":
+            raise ValueError(f"multidoc_qa decodes answers of the test split, not {split!r}")
+        return qa_metrics(model, test_examples, device, run_cfg, max_answer,
+                          int(cfg["decode_batch_size"]), int(cfg["depth_buckets"]))
+
+    data.extra_metrics = extra_metrics
+    return data
+
+
+@register_task
+class MultiDocQA(Task):
+    name = "multidoc_qa"
+    description = "Multi-document QA: needles, multi-value, variable tracking, bridge; HotpotQA, LongBench"
+    defaults_path = Path(__file__).parent / "defaults.yaml"
+
+    def subtasks(self) -> list[SubtaskInfo]:
+        return [SubtaskInfo(name, text) for name, text in _DESCRIPTIONS.items()]
+
+    def load(self, subtask: str, cfg: dict[str, Any], seed: int, data_dir: Path | None) -> TaskData:
+        return load_multidoc(subtask, cfg, seed, data_dir)
