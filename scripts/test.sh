@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# The project's test command (CI runs exactly this): the unit and end-to-end tests on CPU.
+# The project's test command (CI runs exactly this): the unit and end-to-end tests on CPU, then
+# the throughput-regression gate against the committed CPU reference (docs/perf.md explains
+# the method; set SKIP_SPEED_CHECK=1 to leave the gate out of a local run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m pytest -q "$@"
+if [[ "${SKIP_SPEED_CHECK:-0}" != "1" ]]; then
+  "$PYTHON" -m bimix_bench check --reference results/ci/cpu_speed_reference.json \
+    --repeats 30 --tolerance 0.15
+fi

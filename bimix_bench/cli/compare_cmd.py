@@ -1,7 +1,8 @@
-"""`bimix-bench compare`: tables across one or more run folders."""
+"""`bimix-bench compare`: tables (and figures) across run folders and speed files."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -13,28 +14,108 @@ from bimix_bench.errors import UsageError
 
 @app.command()
 def compare(
-    run_dirs: list[Path] = typer.Argument(..., help="Run folders (or records.jsonl files) to compare."),
+    run_dirs: list[Path] = typer.Argument(
+        ..., help="Run folders, records.jsonl files, or speed JSON files (from `bimix-bench speed`)."),
     markdown: Path = typer.Option(None, "--markdown", help="Also write the table as Markdown here."),
-    csv: Path = typer.Option(None, "--csv", help="Also write the table as CSV here."),
+    csv: Path = typer.Option(None, "--csv", help="Also write the table (numbers only) as CSV here."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the table and its notes as JSON here."),
+    plot: Path = typer.Option(
+        None, "--plot", help="Write PNG figures into this folder: quality vs throughput (Pareto "
+        "front marked), throughput vs context length, metrics by depth/position bucket."),
 ) -> None:
-    """Models x tasks: headline quality (mean and 95% CI over seeds), tokens/s, parameters."""
-    from bimix_bench.cli.ui import COMPARE_VIEW, records_table
-    from bimix_bench.results.records import read_records
-    from bimix_bench.results.tables import aggregate, records_frame, to_markdown
+    """Models x tasks: headline quality (mean ± 95% CI over seeds), tokens/s, parameters and
+    kernel backend, each also relative to the Transformer of the same task, subtask and budget;
+    flags comparisons that are not like for like."""
+    from bimix_bench.speed.document import is_speed_document, read_document
 
-    records = []
+    records, speed_docs = [], {}
     for path in run_dirs:
         if not path.exists():
             raise UsageError(f"no such run folder: {path}")
-        found = read_records(path)
+        if is_speed_document(path):
+            speed_docs[path] = read_document(path)
+            continue
+        found = _read_records(path)
         if not found:
             raise UsageError(f"no records in {path}")
         records.extend(found)
-    table = aggregate(records_frame(records))
-    console.print(records_table(table, f"{len(records)} records from {len(run_dirs)} run(s)", COMPARE_VIEW))
-    if markdown:
-        markdown.write_text(to_markdown(table) + "\n")
-        console.print(f"wrote {markdown}")
-    if csv:
-        table.to_csv(csv, index=False)
-        console.print(f"wrote {csv}")
+
+    table = notes = None
+    if records:
+        from bimix_bench.cli.ui import records_table
+        from bimix_bench.results.comparison import comparison_frame, display_frame, json_rows
+        from bimix_bench.results.tables import to_markdown
+
+        table, notes = comparison_frame(records)
+        shown = display_frame(table)
+        n_runs = len(run_dirs) - len(speed_docs)
+        console.print(records_table(shown, f"{len(records)} records from {n_runs} run(s)"))
+        for note in notes:
+            console.print(f"[yellow]note: {note}[/yellow]")
+        if markdown:
+            body = to_markdown(shown) + "\n" + "".join(f"\n- note: {n}" for n in notes)
+            markdown.write_text(body + ("\n" if notes else ""))
+            console.print(f"wrote {markdown}")
+        if csv:
+            table.to_csv(csv, index=False)
+            console.print(f"wrote {csv}")
+        if json_out:
+            json_out.write_text(json.dumps({"notes": notes, "rows": json_rows(table)}, indent=1,
+                                           allow_nan=False) + "\n")
+            console.print(f"wrote {json_out}")
+    elif markdown or csv or json_out:
+        raise UsageError("--markdown, --csv and --json need run folders (only speed files given)")
+
+    for path, doc in speed_docs.items():
+        _print_speed(path, doc)
+    if plot:
+        for written in _plots(plot, records, table, speed_docs):
+            console.print(f"wrote {written}")
+
+
+def _read_records(path: Path) -> list[dict]:
+    from bimix_bench.results.records import read_records
+
+    try:
+        return read_records(path)
+    except FileNotFoundError:
+        raise UsageError(f"no records in {path}") from None
+
+
+def _print_speed(path: Path, doc: dict) -> None:
+    from bimix_bench.cli.speed_cmd import speed_table
+
+    console.print(speed_table(doc, f"{path} ({doc['device']['class']}, budget {doc['settings']['budget']})"))
+
+
+def _plots(folder: Path, records: list[dict], table, speed_docs: dict) -> list[Path]:
+    from bimix_bench.results import plots
+
+    written = []
+    if table is not None:
+        for (task, subtask, budget), group in table.groupby(["task", "subtask", "budget"], sort=False):
+            if group["mean"].notna().any():
+                fig = plots.quality_vs_throughput(group, title=f"{task}/{subtask} ({budget})")
+                written.append(plots.save_figure(
+                    fig, folder / f"quality_vs_throughput_{plots.safe_name(task, subtask, budget)}.png"))
+        for (task, subtask, budget), series in plots.record_context_series(records).items():
+            fig = plots.throughput_vs_context(series, title=f"{task}/{subtask} ({budget})")
+            written.append(plots.save_figure(
+                fig, folder / f"throughput_vs_context_{plots.safe_name(task, subtask, budget)}.png"))
+        groups: dict[tuple, list[dict]] = {}
+        for rec in records:
+            groups.setdefault((rec["task"], rec["subtask"], rec["budget"]), []).append(rec)
+        for (task, subtask, budget), recs in groups.items():
+            names = {n for r in recs for n in ((r.get("metrics") or {}).get("test") or {})}
+            for prefix in plots.bucket_families(names):
+                fig = plots.metric_by_bucket(recs, prefix, title=f"{task}/{subtask} ({budget}): {prefix}")
+                written.append(plots.save_figure(
+                    fig, folder / f"{plots.safe_name(prefix, task, subtask, budget)}.png"))
+    for path, doc in speed_docs.items():
+        fig = plots.throughput_vs_context(
+            plots.speed_document_series(doc), title=f"{doc['device']['class']}, budget "
+            f"{doc['settings']['budget']}, {doc['settings']['tokens_per_batch']} tokens per batch")
+        written.append(plots.save_figure(fig, folder / f"throughput_vs_context_{plots.safe_name(path.stem)}.png"))
+    if not written:
+        console.print("[yellow]nothing to plot[/yellow]")
+    return written

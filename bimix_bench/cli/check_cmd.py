@@ -1,0 +1,150 @@
+"""`bimix-bench check`: fail (exit 1) when a model's throughput regressed against a reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from bimix_bench.cli.app import app
+from bimix_bench.cli.common import console, err_console, split_names
+from bimix_bench.errors import UsageError
+
+# Below this share of wall time on a core per thread, the machine was oversubscribed.
+OVERSUBSCRIBED = 0.8
+
+
+@app.command()
+def check(
+    reference: Path = typer.Option(..., "--reference", "-r", help="Reference speed document (JSON)."),
+    tolerance: float = typer.Option(
+        0.10, "--tolerance", help="Allowed relative drop of a figure's calibration ratio (0.10 = 10%)."),
+    update: bool = typer.Option(False, "--update", help="Rewrite the reference with this measurement."),
+    measured: Path = typer.Option(
+        None, "--measured", help="Compare this speed document instead of measuring now."),
+    repeats: int = typer.Option(None, "--repeats", help="Timed rounds (default: the reference's)."),
+    models: str = typer.Option(None, "--models", "-m", help="Only these models of the reference."),
+    confirm: bool = typer.Option(
+        True, "--confirm/--no-confirm", help="Re-measure the cells of offending figures once and "
+        "judge them on both runs' samples pooled (a load burst rarely hits twice)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Also write this measurement (JSON) here."),
+) -> None:
+    """Re-measure what the reference lists (same models, architectures, contexts, kinds, shapes,
+    calibration and thread count) and compare each figure's ratio to the in-run calibration with
+    the reference's. Exit 1 with a table of offenders when one falls more than the tolerance
+    below the reference; exit 2 when the reference was measured on another device class."""
+    from bimix_bench.speed.document import read_document, write_document
+    from bimix_bench.speed.regression import (
+        compare_documents,
+        merge_measurements,
+        remeasure,
+        require_same_device_class,
+    )
+
+    if not 0.0 <= tolerance < 1.0:
+        raise UsageError(f"--tolerance must be in [0, 1), got {tolerance}")
+    ref = read_document(reference, "reference")
+    names = split_names(models)
+    log = lambda message: console.print(f"[dim]{message}[/dim]")  # noqa: E731
+    if measured is not None:
+        doc = read_document(measured, "measured speed file")
+        if not update:
+            require_same_device_class(ref, doc["device"]["class"], f"the measurement {measured}")
+    else:
+        if not update:
+            require_same_device_class(ref, _local_class(ref), "this machine")
+        registered = _registered(ref, names)
+        doc = remeasure(ref, log, repeats=repeats, models=registered)
+
+    if update:
+        write_document(reference, doc)
+        console.print(f"updated the reference {reference} ({doc['device']['class']})")
+        return
+    result = compare_documents(ref, doc, tolerance)
+    if confirm and measured is None and not result.passed:
+        # Every cell when the drift itself failed, else only the offenders' cells.
+        suspects = result.figures if result.drift_regressed else result.offenders
+        cells = {(f.model, f.context) for f in suspects}
+        log(f"beyond the tolerance: {len(result.offenders)} figure(s)"
+            f"{', and the common drift' if result.drift_regressed else ''}; re-measuring "
+            f"{len(cells)} cell(s) to confirm")
+        again = remeasure(ref, log, only=cells, repeats=repeats)
+        doc = merge_measurements(doc, again)
+        result = compare_documents(ref, doc, tolerance)
+    if out:
+        write_document(out, doc)
+        console.print(f"wrote {out}")
+    for note in result.notes:
+        console.print(f"[yellow]note: {note}[/yellow]")
+    share, threads = doc["device"].get("cpu_share"), doc["device"].get("threads") or 1
+    if share is not None and share < OVERSUBSCRIBED * threads:
+        console.print(f"[yellow]note: this measurement ran on a core only {share / threads:.0%} of "
+                      "the time: other processes oversubscribed the machine, and under such "
+                      "load the most dispatch-heavy figures (decode) read low against the "
+                      "calibration; judge failures on a quieter machine[/yellow]")
+    changes = sorted(f.corrected(result.drift) for f in result.figures if f.change is not None)
+    summary = f"{len(result.figures)} figures vs {reference} ({ref['device']['class']})"
+    if changes:
+        summary += (f"; common drift {result.drift:+.1%}; corrected ratio changes min "
+                    f"{changes[0]:+.1%}, median {changes[len(changes) // 2]:+.1%}, max "
+                    f"{changes[-1]:+.1%}; tolerance {tolerance:.0%}")
+    if result.passed:
+        console.print(f"[green]check passed[/green]: {summary}")
+        return
+    if result.offenders:
+        console.print(_offender_table(result))
+    why = [f"{len(result.offenders)} figure(s) more than {tolerance:.0%} below the reference"]
+    if result.drift_regressed:
+        why.append(f"all models slower together by {-result.drift:.1%} (shared code, or a machine "
+                   "that slows models more than the calibration)")
+    err_console.print(f"check FAILED: {'; '.join(why)}; {summary}")
+    raise typer.Exit(1)
+
+
+def _local_class(ref: dict) -> str:
+    """The device class a re-measurement of `ref` would have here (refuses a GPU reference on
+    a machine without CUDA)."""
+    import torch
+
+    from bimix_bench.speed.document import device_class
+
+    if ref["device"]["type"] == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"the reference was measured on {ref['device']['class']!r} (CUDA) "
+                             "but no CUDA device is available here")
+        return device_class(torch.device("cuda"))
+    return device_class(torch.device("cpu"), ref["device"].get("threads"))
+
+
+def _registered(ref: dict, names: list[str] | None) -> list[str]:
+    from bimix_bench.registry import MODELS
+
+    listed = list(ref["models"])
+    if names:
+        unknown = [n for n in names if n not in listed]
+        if unknown:
+            raise UsageError(f"model(s) {', '.join(unknown)} not in the reference; it lists "
+                             f"{', '.join(listed)}")
+        listed = names
+    missing = [n for n in listed if n not in MODELS]
+    for name in missing:
+        console.print(f"[yellow]note: {name} is in the reference but not registered here; "
+                      "not measured[/yellow]")
+    return [n for n in listed if n in MODELS]
+
+
+def _offender_table(result) -> Table:
+    table = Table(title=f"throughput regressions (tolerance {result.tolerance:.0%})")
+    for column in ("model", "ctx", "kind", "ratio ref → now", "change (drift-corrected)",
+                   "tok/s ref → now"):
+        table.add_column(column, overflow="fold")
+    for f in result.offenders:
+        if f.measured_ratio is None:
+            ratio, change, speed = f"{f.reference_ratio:.4g} → -", f.problem or "not measured", "-"
+        else:
+            ratio = f"{f.reference_ratio:.4g} → {f.measured_ratio:.4g}"
+            change = f"{f.change:+.1%} ({f.corrected(result.drift):+.1%})"
+            speed = f"{f.reference_tokens_per_s:,.0f} → {f.measured_tokens_per_s:,.0f}"
+        table.add_row(f.model, str(f.context), f.kind, ratio, change, speed)
+    return table

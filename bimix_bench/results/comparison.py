@@ -1,0 +1,233 @@
+"""The `compare` table: models x tasks with quality (mean +- 95% CI over seeds), speeds and
+parameters, each also relative to the Transformer of the same (task, subtask, budget), and flags
+wherever a comparison is not like for like.
+
+Relative figures: speeds and parameters as ratios ("1.8x" = 1.8 times the Transformer's); the
+headline metric as a difference in its own units (+0.031 accuracy, -0.05 bits per byte), since
+ratios of accuracies or of bits per byte read poorly.
+
+Flags (per row, and table-wide notes):
+  - runs that did not finish ok (failed / skipped / diverged / oom), or no seed that did;
+  - non-embedding parameters more than 5% away from the Transformer's (or, without a
+    Transformer, from the group's median);
+  - kernels of different kinds in one group: a fused GPU kernel against a torch reference
+    path, or CPU figures against GPU figures (speeds are then not comparable);
+  - different budgets in one table, and groups without a Transformer to relate to.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from bimix_bench.results.tables import aggregate, records_frame
+
+BASELINE = "transformer"
+PARAM_MISMATCH = 0.05
+KEY = ["task", "subtask", "budget"]
+
+# Backend names (or the parts of a composite such as "dct=fla,cheb=triton") that are fused GPU
+# kernels; everything else is torch code. "sdpa" on a GPU dispatches to fused kernels, but
+# "sdpa-math" is torch's unfused fallback.
+_FUSED = ("fla", "triton", "mamba_ssm", "sdpa", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient",
+          "cuda", "cublas")
+
+RELATIVE = {
+    "train_tokens_per_s": "train_vs_transformer",
+    "inference_tokens_per_s": "inference_vs_transformer",
+    "decode_tokens_per_s": "decode_vs_transformer",
+    "params_non_embedding": "params_vs_transformer",
+}
+COMPARE_COLUMNS = [
+    "task", "subtask", "budget", "model", "metric", "direction", "n_seeds", "n_ok", "mean",
+    "std", "ci95", "quality_vs_transformer", "train_tokens_per_s", "train_vs_transformer",
+    "inference_tokens_per_s", "inference_vs_transformer", "decode_tokens_per_s",
+    "decode_vs_transformer", "params_non_embedding", "params_vs_transformer", "peak_memory_bytes",
+    "context", "backend", "backend_kind", "device", "not_ok", "flags",
+]
+
+
+def record_device(rec: dict) -> str | None:
+    """"cpu" or "cuda": where a record's speeds were measured. Throughput methods name the CPU
+    when it was one ("...; CPU, 2 torch threads, ..."); otherwise the environment says whether
+    the run had CUDA."""
+    for fig in (rec.get("throughput") or {}).values():
+        text = f"{(fig or {}).get('method') or ''} {(fig or {}).get('backend') or ''}".lower()
+        if "cpu" in text:
+            return "cpu"
+    return (rec.get("environment") or {}).get("device_type")
+
+
+def backend_kind(backend: str | None, device: str | None) -> str:
+    """"cpu", "gpu-fused", "gpu-torch" or "gpu-mixed" (some parts fused, some torch)."""
+    if device == "cpu":
+        return "cpu"
+    if not backend:
+        return "unknown"
+    parts = {p.split("=", 1)[-1].strip() for p in backend.replace(";", ",").split(",") if p.strip()}
+    fused = {p in _FUSED for p in parts}
+    where = "gpu" if device == "cuda" else "unknown-device"
+    if fused == {True}:
+        return f"{where}-fused"
+    if fused == {False}:
+        return f"{where}-torch"
+    return f"{where}-mixed"
+
+
+def _per_group_facts(records: list[dict]) -> pd.DataFrame:
+    """Per (task, subtask, budget, model): median parameters and context over ok seeds, the
+    devices and backend kinds its records ran on."""
+    rows = []
+    for rec in records:
+        device = record_device(rec)
+        backend = (rec.get("backends") or {}).get("mixer") or next(
+            (f["backend"] for f in (rec.get("throughput") or {}).values() if f and f.get("backend")), None)
+        rows.append({
+            "task": rec["task"], "subtask": rec["subtask"], "budget": rec["budget"],
+            "model": rec["model"], "ok": rec["status"] == "ok",
+            "params": (rec.get("params") or {}).get("non_embedding"),
+            "context": (rec.get("arch") or {}).get("max_seq_len"),
+            "device": device, "kind": backend_kind(backend, device) if rec["status"] == "ok" else None,
+        })
+    frame = pd.DataFrame(rows)
+    out = []
+    for key, group in frame.groupby(KEY + ["model"], sort=False, dropna=False):
+        ok = group[group["ok"]]
+        use = ok if len(ok) else group
+        out.append({
+            **dict(zip(KEY + ["model"], key)),
+            "params_non_embedding": _median(use["params"]),
+            "context": _median(use["context"]),
+            "device": ", ".join(sorted({d for d in use["device"] if isinstance(d, str)})),
+            "backend_kind": ", ".join(sorted({k for k in ok["kind"] if isinstance(k, str)})),
+        })
+    return pd.DataFrame(out)
+
+
+def comparison_frame(records: list[dict]) -> tuple[pd.DataFrame, list[str]]:
+    """(one row per task x subtask x budget x model with COMPARE_COLUMNS, table-wide notes)."""
+    summary = aggregate(records_frame(records))
+    if summary.empty:
+        return pd.DataFrame(columns=COMPARE_COLUMNS), ["no records"]
+    table = summary.merge(_per_group_facts(records), on=KEY + ["model"], how="left")
+    notes: list[str] = []
+    for column in RELATIVE.values():
+        table[column] = math.nan
+    table["quality_vs_transformer"] = math.nan
+    table["flags"] = ""
+
+    for _, index in table.groupby(KEY, sort=False, dropna=False).groups.items():
+        group = table.loc[index]
+        base = group[group["model"] == BASELINE]
+        name = "/".join(str(v) for v in group.iloc[0][["task", "subtask", "budget"]] if v)
+        if base.empty:
+            notes.append(f"{name}: no {BASELINE} to relate to; parameters checked against the "
+                         "group median")
+        else:
+            b = base.iloc[0]
+            for column, rel in RELATIVE.items():
+                table.loc[index, rel] = group[column] / b[column] if b[column] else math.nan
+            table.loc[index, "quality_vs_transformer"] = group["mean"] - b["mean"]
+        _flag_group(table, index, base)
+
+    budgets = sorted({str(b) for b in table["budget"]})
+    if len(budgets) > 1:
+        notes.append(f"budgets differ in this table ({', '.join(budgets)}): compare rows within "
+                     "one budget only")
+    devices = sorted({d for v in table["device"] if isinstance(v, str) for d in v.split(", ") if d})
+    if len(devices) > 1:
+        notes.append(f"speeds were measured on different devices ({', '.join(devices)})")
+    return table[COMPARE_COLUMNS].reset_index(drop=True), notes
+
+
+def _flag_group(table: pd.DataFrame, index, base: pd.DataFrame) -> None:
+    group = table.loc[index]
+    if base.empty:
+        ref_params, ref_name = _median(group["params_non_embedding"]), "the group median"
+    else:
+        ref_params, ref_name = base.iloc[0]["params_non_embedding"], BASELINE
+    kinds = {k for v in group["backend_kind"] if isinstance(v, str) and v for k in v.split(", ")}
+    ref_kind = base.iloc[0]["backend_kind"] if not base.empty else None
+    for i in index:
+        row, flags = table.loc[i], []
+        if row["not_ok"]:
+            flags.append(f"not ok: {row['not_ok']}")
+        if row["n_ok"] == 0:
+            flags.append("no seed finished ok")
+        p = row["params_non_embedding"]
+        if _number(p) and _number(ref_params) and ref_params > 0:
+            off = p / ref_params - 1.0
+            if abs(off) > PARAM_MISMATCH:
+                flags.append(f"params {off:+.1%} vs {ref_name}")
+        own = row["backend_kind"] if isinstance(row["backend_kind"], str) else ""
+        if ", " in own:
+            flags.append(f"seeds ran on different kernel kinds ({own})")
+        elif len(kinds) > 1 and own and own != ref_kind:
+            # Against the Transformer's kind where there is one, else against the others.
+            other = f"{ref_kind} ({BASELINE})" if ref_kind else ", ".join(sorted(kinds - {own}))
+            flags.append(f"kernels not like for like: {own} ({row['backend']}) vs {other}")
+        table.at[i, "flags"] = "; ".join(flags)
+
+
+def _median(column: pd.Series) -> float:
+    values = pd.to_numeric(column, errors="coerce").dropna()
+    return float(values.median()) if len(values) else math.nan
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Display
+
+
+def display_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """Strings for people: "0.612 ± 0.021 (n=3)", "12,345 (1.8x)", flags joined."""
+    rows = []
+    for _, r in table.iterrows():
+        is_base = r["model"] == BASELINE
+        rows.append({
+            "task": f"{r['task']}/{r['subtask']}" if r["subtask"] else r["task"],
+            "budget": r["budget"],
+            "model": r["model"],
+            "metric": r["metric"] if isinstance(r["metric"], str) else "-",
+            "quality": _quality(r),
+            f"Δ vs {BASELINE}": "" if is_base else _signed(r["quality_vs_transformer"]),
+            "train tok/s": _with_ratio(r["train_tokens_per_s"], r["train_vs_transformer"], is_base),
+            "infer tok/s": _with_ratio(r["inference_tokens_per_s"], r["inference_vs_transformer"], is_base),
+            "decode tok/s": _with_ratio(r["decode_tokens_per_s"], r["decode_vs_transformer"], is_base),
+            "params": _with_ratio(r["params_non_embedding"], r["params_vs_transformer"], is_base),
+            "backend": f"{r['backend']} [{r['backend_kind']}]" if r["backend"] else "-",
+            "flags": r["flags"] or "",
+        })
+    return pd.DataFrame(rows)
+
+
+def _quality(r: pd.Series) -> str:
+    if not _number(r["mean"]):
+        return f"- (n={int(r['n_ok'])})"
+    ci = f" ± {r['ci95']:.3g}" if _number(r["ci95"]) else ""
+    return f"{r['mean']:.4g}{ci} (n={int(r['n_ok'])})"
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.3g}" if _number(value) else "-"
+
+
+def _with_ratio(value: float, ratio: float, is_base: bool) -> str:
+    if not _number(value):
+        return "-"
+    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    if _number(ratio) and not is_base:
+        text += f" ({ratio:.2f}x)"
+    return text
+
+
+def json_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows with NaN as None (strict JSON)."""
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else
+                 v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+            for row in table.to_dict(orient="records")]

@@ -1,0 +1,157 @@
+"""`compare`: seed statistics checked by hand, figures relative to the Transformer, the flags
+for comparisons that are not like for like, and the files the command writes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from bimix_bench.cli.app import app, main
+from bimix_bench.results.comparison import backend_kind, comparison_frame, record_device
+from bimix_bench.results.records import append_record
+from tests.test_records import make_record
+
+GPU_ENV = {"python": "3.12", "device_type": "cuda", "packages": {"torch": "2.11"}}
+
+
+def _speed(value: float, backend: str, method: str) -> dict:
+    return {"value": value, "method": method, "backend": backend}
+
+
+def _rec(model: str, seed: int, acc: float, train: float = 1.0e4, infer: float = 3.0e4,
+         params: int = 102_000, backend: str = "torch-reference", method: str = "median of 5, cpu clock",
+         **kw) -> dict:
+    rec = make_record(model=model, seed=seed, test={"accuracy": acc, "loss": 1.0}, **kw)
+    rec["throughput"] = {"train_tokens_per_s": _speed(train, backend, method),
+                         "inference_tokens_per_s": _speed(infer, backend, method),
+                         "decode_tokens_per_s": None}
+    rec["backends"] = {"mixer": backend, "mixer_reason": "test"}
+    rec["params"] = {"total": params + 16_000, "non_embedding": params,
+                     "target_non_embedding": 100_000, "relative_error": (params - 100_000) / 100_000}
+    return rec
+
+
+@pytest.fixture
+def records() -> list[dict]:
+    return [
+        _rec("transformer", 0, 0.5), _rec("transformer", 1, 0.6), _rec("transformer", 2, 0.7),
+        _rec("bimix", 0, 0.6, train=1.8e4, infer=6.0e4), _rec("bimix", 1, 0.7, train=1.8e4, infer=6.0e4),
+        make_record(model="bimix", seed=2, status="failed", params=None, arch=None, metrics=None,
+                    throughput=None, backends={}),
+        _rec("mamba2", 0, 0.55, train=2.0e4, params=110_000),  # +7.8% parameters
+    ]
+
+
+def _row(table: pd.DataFrame, model: str) -> pd.Series:
+    return table[table["model"] == model].iloc[0]
+
+
+def test_quality_mean_and_ci_checked_by_hand(records):
+    table, _ = comparison_frame(records)
+    tf, bm = _row(table, "transformer"), _row(table, "bimix")
+    # transformer: 0.5, 0.6, 0.7 -> mean 0.6, sd 0.1, t_{0.975,2} = 4.302653
+    assert tf["mean"] == pytest.approx(0.6)
+    assert tf["ci95"] == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)
+    assert tf["n_ok"] == 3
+    # bimix: 0.6, 0.7 (the failed seed does not count) -> sd 0.0707, t_{0.975,1} = 12.7062
+    assert bm["mean"] == pytest.approx(0.65)
+    assert bm["ci95"] == pytest.approx(12.7062 * math.sqrt(0.005) / math.sqrt(2), rel=1e-4)
+    assert (bm["n_seeds"], bm["n_ok"]) == (3, 2)
+
+
+def test_figures_relative_to_the_transformer(records):
+    table, _ = comparison_frame(records)
+    bm = _row(table, "bimix")
+    assert bm["train_vs_transformer"] == pytest.approx(1.8)
+    assert bm["inference_vs_transformer"] == pytest.approx(2.0)
+    assert bm["quality_vs_transformer"] == pytest.approx(0.05)
+    assert bm["params_vs_transformer"] == pytest.approx(1.0)
+    assert _row(table, "mamba2")["params_vs_transformer"] == pytest.approx(110 / 102)
+    assert _row(table, "transformer")["train_vs_transformer"] == pytest.approx(1.0)
+
+
+def test_flags_failed_runs_and_parameter_mismatch(records):
+    table, notes = comparison_frame(records)
+    assert "not ok: failed:1" in _row(table, "bimix")["flags"]
+    assert "params +7.8% vs transformer" in _row(table, "mamba2")["flags"]
+    assert _row(table, "transformer")["flags"] == ""
+    assert notes == []  # one budget, one device
+
+
+def test_flags_fused_gpu_kernels_against_torch_reference_paths():
+    records = [
+        _rec("transformer", 0, 0.6, backend="sdpa-flash", method="NVIDIA H200, synchronized perf_counter",
+             environment=GPU_ENV),
+        _rec("bimix", 0, 0.6, backend="dct=chunked,cheb=chunked", method="NVIDIA H200, synchronized perf_counter",
+             environment=GPU_ENV),
+        _rec("gla", 0, 0.6, backend="fla", method="NVIDIA H200, synchronized perf_counter", environment=GPU_ENV),
+    ]
+    table, _ = comparison_frame(records)
+    kinds = {m: _row(table, m)["backend_kind"] for m in ("transformer", "bimix", "gla")}
+    assert kinds == {"transformer": "gpu-fused", "bimix": "gpu-torch", "gla": "gpu-fused"}
+    assert "kernels not like for like: gpu-torch" in _row(table, "bimix")["flags"]
+    assert _row(table, "gla")["flags"] == ""
+
+
+def test_flags_cpu_figures_against_gpu_figures_and_mixed_budgets():
+    records = [
+        _rec("transformer", 0, 0.6, backend="sdpa-flash", method="NVIDIA H200, synchronized perf_counter",
+             environment=GPU_ENV),
+        _rec("bimix", 0, 0.6, backend="dct=chunked,cheb=chunked", method="CPU, 2 torch threads, perf_counter"),
+        _rec("bimix", 0, 0.6, budget="small"),
+    ]
+    table, notes = comparison_frame(records)
+    tiny = table[table["budget"] == "tiny"]
+    assert "kernels not like for like: cpu" in _row(tiny, "bimix")["flags"]
+    assert any("budgets differ" in n and "small" in n and "tiny" in n for n in notes)
+    assert any("different devices (cpu, cuda)" in n for n in notes)
+    assert any("tiny" not in n and "no transformer" in n for n in notes)  # the small budget
+
+
+@pytest.mark.parametrize("backend, device, kind", [
+    ("sdpa-flash", "cuda", "gpu-fused"),
+    ("sdpa-math", "cuda", "gpu-torch"),
+    ("torch-reference", "cuda", "gpu-torch"),
+    ("dct=fla,cheb=triton", "cuda", "gpu-fused"),
+    ("dct=fla,cheb=chunked", "cuda", "gpu-mixed"),
+    ("chunked", "cpu", "cpu"),
+    ("sdpa-cpu", "cpu", "cpu"),
+])
+def test_backend_kind(backend, device, kind):
+    assert backend_kind(backend, device) == kind
+
+
+def test_record_device_prefers_the_measurement_over_the_environment():
+    cpu_on_gpu_machine = _rec("transformer", 0, 0.5, method="CPU, 2 torch threads, perf_counter",
+                              environment=GPU_ENV)
+    assert record_device(cpu_on_gpu_machine) == "cpu"
+    gpu = _rec("transformer", 0, 0.5, method="NVIDIA H200, synchronized perf_counter", environment=GPU_ENV)
+    assert record_device(gpu) == "cuda"
+
+
+def test_compare_command_writes_markdown_csv_json_and_plots(records, tmp_path):
+    run = tmp_path / "run"
+    for rec in records:
+        append_record(run, rec)
+    md, csv, js, plots = tmp_path / "t.md", tmp_path / "t.csv", tmp_path / "t.json", tmp_path / "plots"
+    result = CliRunner().invoke(app, ["compare", str(run), "--markdown", str(md), "--csv", str(csv),
+                                      "--json", str(js), "--plot", str(plots)])
+    assert result.exit_code == 0, result.output
+    text = md.read_text()
+    assert "0.6 ± 0.248 (n=3)" in text and "18,000 (1.80x)" in text and "params +7.8%" in text
+    frame = pd.read_csv(csv)
+    assert frame.loc[frame["model"] == "bimix", "train_vs_transformer"].item() == pytest.approx(1.8)
+    data = json.loads(js.read_text())
+    assert {r["model"] for r in data["rows"]} == {"transformer", "bimix", "mamba2"}
+    png = plots / "quality_vs_throughput_lra_listops_tiny.png"
+    assert png.exists() and png.stat().st_size > 0
+
+
+def test_compare_refuses_a_folder_without_records(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["compare", str(tmp_path / "empty")]) == 2
+    assert "no records in" in capsys.readouterr().err
