@@ -115,6 +115,10 @@ class CausalSelfAttention(TokenMixer):
         state.append(k, v)
         return self._merge_heads(self._attend(q, k, v)), state
 
+    @property
+    def decode_backend(self) -> str:  # type: ignore[override]
+        return f"kv-cache+{self.backend}"
+
     def decode_step(self, x_t: torch.Tensor, state: KVCache) -> torch.Tensor:  # (B, D) -> (B, D)
         q, k, v = self._project(x_t[:, None], start=state.length)  # each (B, H, 1, Dh)
         k_all, v_all = state.append(k, v)  # each (B, H, length + 1, Dh)

@@ -57,10 +57,21 @@ def test_sweep_document_is_complete(doc):
             assert len(fig["ratio_samples"]) == 3
             assert fig["ratio"] == pytest.approx(statistics.median(fig["ratio_samples"]), rel=1e-5)
             assert fig["tokens_per_s"] > 0 and fig["calibration_calls"] >= 1
-            assert fig["backend"].startswith("sdpa") and "median of 3 rounds" in fig["method"]
+            assert fig["backend"].replace("kv-cache+", "").startswith("sdpa") and "median of 3 rounds" in fig["method"]
             assert "process CPU time" in fig["method"]
     assert doc["calibration"]["bulk"]["width"] == calibration_width(60_000, 2) == 64
     assert doc["calibration"]["steps"]["steps"] == 2
+
+
+def test_cell_interleave_reports_every_finished_cell():
+    seen: list[dict] = []
+    final = run_sweep(SweepSettings(models=["transformer"], interleave="cell",
+                                    **{**TINY, "repeats": 1, "clock": "wall"}),
+                      on_cell=seen.append)
+    assert [len(d["models"]["transformer"]["cells"]) for d in seen] == [1, 2]
+    assert all(d["complete"] is False and validate_document(d) == [] for d in seen)
+    assert final["complete"] is True
+    assert seen[-1]["models"]["transformer"]["cells"][1]["figures"].keys() == {"forward", "train", "decode"}
 
 
 def test_pair_ratio_is_tokens_per_calibration_call():

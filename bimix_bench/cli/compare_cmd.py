@@ -111,11 +111,18 @@ def _plots(folder: Path, records: list[dict], table, speed_docs: dict) -> list[P
                 fig = plots.metric_by_bucket(recs, prefix, title=f"{task}/{subtask} ({budget}): {prefix}")
                 written.append(plots.save_figure(
                     fig, folder / f"{plots.safe_name(prefix, task, subtask, budget)}.png"))
-    for path, doc in speed_docs.items():
+    # Speed files measured alike (device class, budget, batch, precision) share one figure,
+    # so a sweep split over several sessions still plots as one comparison.
+    alike: dict[tuple, dict] = {}
+    for doc in speed_docs.values():
+        s = doc["settings"]
+        key = (doc["device"]["class"], s["budget"], s["tokens_per_batch"], s.get("precision"))
+        alike.setdefault(key, {}).update(plots.speed_document_series(doc))
+    for (device_class, budget, tokens, precision), series in alike.items():
         fig = plots.throughput_vs_context(
-            plots.speed_document_series(doc), title=f"{doc['device']['class']}, budget "
-            f"{doc['settings']['budget']}, {doc['settings']['tokens_per_batch']} tokens per batch")
-        written.append(plots.save_figure(fig, folder / f"throughput_vs_context_{plots.safe_name(path.stem)}.png"))
+            series, title=f"{device_class}, budget {budget}, {tokens} tokens per batch, {precision}")
+        written.append(plots.save_figure(
+            fig, folder / f"throughput_vs_context_{plots.safe_name(device_class, budget)}.png"))
     if not written:
         console.print("[yellow]nothing to plot[/yellow]")
     return written

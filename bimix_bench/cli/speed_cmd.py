@@ -82,7 +82,10 @@ def speed(
         decode_tokens=b["throughput"].get("decode_tokens", 16) if decode_tokens is None else decode_tokens,
         threads=threads, clock=clock, interleave=interleave, options=options["models"],
     )
-    doc = run_sweep(settings, log=lambda message: console.print(f"[dim]{message}[/dim]"))
+    # With --out, every finished cell is written at once (the document says "complete": false
+    # until the sweep ends), so a sweep stopped by a time limit keeps what it measured.
+    doc = run_sweep(settings, log=lambda message: console.print(f"[dim]{message}[/dim]"),
+                    on_cell=(lambda partial: write_document(out, partial)) if out else None)
     console.print(speed_table(doc, f"{doc['device']['class']}: budget {doc['settings']['budget']}, "
                                    f"{settings.tokens_per_batch} tokens per call"))
     if out:

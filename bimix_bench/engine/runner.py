@@ -290,8 +290,8 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
                           "train_history": result.history}
         record["extras"] = {f"layer{i}": m.record_extras() for i, m in enumerate(model.mixers)
                             if m.record_extras()}
-        record["backends"] = _backends(model)
         throughput = measure_throughput(model, data, cfg, device, bs_train)
+        record["backends"] = backends_entry(throughput.pop("backends"))
         record["peak_memory_bytes"] = throughput.pop("peak_memory_bytes")
         record["throughput"] = throughput
         if dist is not None:
@@ -330,9 +330,14 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
     return record
 
 
-def _backends(model: LanguageModel) -> dict[str, str]:
-    mixers = model.mixers
-    return {"mixer": mixers[0].backend, "mixer_reason": mixers[0].backend_reason}
+def backends_entry(seen: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """The record's `backends` from what training and inference ran ({mode: (label, reason)}):
+    one label when both ran the same kernels, else "INFERENCE (train: TRAIN)"."""
+    (train, train_why), (infer, infer_why) = seen["train"], seen["inference"]
+    if train == infer:
+        return {"mixer": train, "mixer_reason": train_why}
+    return {"mixer": f"{infer} (train: {train})", "mixer_reason": f"inference: {infer_why}; "
+            f"training: {train_why}", "mixer_train": train, "mixer_inference": infer}
 
 
 def base_record(cell: Cell, cfg: dict[str, Any], run_id: str, env: dict[str, Any],

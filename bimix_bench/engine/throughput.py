@@ -105,7 +105,6 @@ def measure_throughput(
     batch = full_length_batch(data, batch_size).to(device)
     n_tokens = batch.tokens.numel()
     shape = f"{tuple(batch.tokens.shape)} {resolved_precision(device, precision)}"
-    backend = ",".join(sorted({m.backend for m in model.mixers}))
     out: dict[str, Any] = {}
 
     # Training step: forward + backward + AdamW on a copy.
@@ -118,8 +117,9 @@ def measure_throughput(
     out["train_tokens_per_s"] = {
         "value": n_tokens / seconds,
         "method": _describe(device, warmup, repeats, "fwd+bwd+AdamW step", shape),
-        "backend": backend,
+        "backend": backend_label(trainee),  # what the training step ran (it may differ)
     }
+    out["backends"] = {"train": (backend_label(trainee), trainee.mixers[0].backend_reason)}
     del trainee, train_step
 
     model.eval()
@@ -132,13 +132,19 @@ def measure_throughput(
     out["inference_tokens_per_s"] = {
         "value": n_tokens / seconds,
         "method": _describe(device, warmup, repeats, "no-grad forward", shape),
-        "backend": backend,
+        "backend": backend_label(model),
     }
-    out["decode_tokens_per_s"] = measure_decode(model, batch.tokens, cfg, device, autocast, backend)
+    out["backends"]["inference"] = (backend_label(model), model.mixers[0].backend_reason)
+    out["decode_tokens_per_s"] = measure_decode(model, batch.tokens, cfg, device, autocast)
     return out
 
 
-def measure_decode(model, tokens, cfg, device, autocast, backend) -> dict[str, Any] | None:
+def backend_label(model: LanguageModel, attr: str = "backend") -> str:
+    """The kernels the model's mixers ran last (`backend`) or run to decode (`decode_backend`)."""
+    return ",".join(sorted({str(getattr(m, attr)) for m in model.mixers}))
+
+
+def measure_decode(model, tokens, cfg, device, autocast) -> dict[str, Any] | None:
     """Greedy generation speed after a prompt of the full context: tokens/s of decode steps."""
     n_new = int(cfg["throughput"].get("decode_tokens", 0))
     if n_new <= 0:
@@ -168,7 +174,7 @@ def measure_decode(model, tokens, cfg, device, autocast, backend) -> dict[str, A
             f"{n_new} greedy decode steps after a {prompt.shape[1]}-token prompt (state grows with repeats)",
             f"({B},)",
         ),
-        "backend": backend,
+        "backend": backend_label(model, "decode_backend"),
     }
 
 

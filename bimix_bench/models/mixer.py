@@ -9,7 +9,10 @@ Contract (all mixers are causal: output t depends on inputs <= t only):
   decode_step(x_t, state)            x_t: (B, D) -> (B, D); updates `state` in place
   prefill(x, max_len)                (B, T, D) -> ((B, T, D), state), the state after x
 `backend` names the kernel the last forward actually ran ("torch-reference", "sdpa", ...), and
-`backend_reason` says why it was chosen; both go into the result record.
+`backend_reason` says why it was chosen; both go into the result record. The engine reads them
+after a training step and after an inference forward, since a mixer may run different kernels
+with and without gradients (e.g. fla's forward, but a plain-torch backward path). `decode_backend`
+names what decode_step runs.
 
 Optional training hooks (no-ops here) let a mixer take part in the training schedule without
 the engine knowing what the mixer is:
@@ -55,6 +58,7 @@ class TrainProgress:
 class TokenMixer(nn.Module):
     backend: str = "torch-reference"
     backend_reason: str = "default"
+    decode_backend: str = "torch-step"  # one token at a time in plain torch (recurrent state)
     # True when some parameters take no part in some forwards (e.g. a gating network that is
     # switched on mid-training); data-parallel training must then look for unused ones.
     has_conditional_parameters: bool = False

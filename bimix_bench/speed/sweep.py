@@ -120,8 +120,11 @@ class _Cell:
     pairs: dict[str, Pair] = field(default_factory=dict)
 
 
-def run_sweep(settings: SweepSettings, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Measure everything `settings` asks for; returns the speed document."""
+def run_sweep(settings: SweepSettings, log: Callable[[str], None] | None = None,
+              on_cell: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Measure everything `settings` asks for; returns the speed document. With interleave
+    "cell", `on_cell` receives the document so far (marked `"complete": false`) after every
+    cell, so a sweep cut short by a time limit still leaves its finished cells on disk."""
     settings.validate()
     log = log or (lambda message: None)
     device = pick_device(settings.device)
@@ -132,7 +135,7 @@ def run_sweep(settings: SweepSettings, log: Callable[[str], None] | None = None)
         heap = retained_heap() if settings.clock == "cpu" else contextlib.nullcontext(False)
         wall, cpu = time.perf_counter(), time.process_time()
         with heap as kept:
-            doc = _run(settings, device, log)
+            doc = _run(settings, device, log, on_cell)
         doc["settings"]["heap"] = "retained" if kept else "default"
         if device.type == "cpu":
             # The share of the sweep's wall time this process was on a core: well below 1 with
@@ -143,7 +146,8 @@ def run_sweep(settings: SweepSettings, log: Callable[[str], None] | None = None)
         torch.set_num_threads(saved_threads)
 
 
-def _run(settings: SweepSettings, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
+def _run(settings: SweepSettings, device: torch.device, log: Callable[[str], None],
+         on_cell: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     budget = load_budget(settings.budget)
     precision = resolved_precision(device, settings.precision)
     autocast = autocast_factory(device, precision)
@@ -194,6 +198,10 @@ def _run(settings: SweepSettings, device: torch.device, log: Callable[[str], Non
             if settings.interleave == "cell":
                 _finish(cell, settings, device, precision, calibration_samples)
                 _empty_cache(device)
+                if on_cell is not None:
+                    partial = _document(settings, device, precision, budget, specs,
+                                        calibration_samples, cells, slowdowns)
+                    on_cell({**partial, "complete": False})
 
     if settings.interleave == "all":
         pairs = [pair for cell in cells for pair in cell.pairs.values()]
@@ -205,8 +213,8 @@ def _run(settings: SweepSettings, device: torch.device, log: Callable[[str], Non
                 cell.pairs.clear()
             _finish(cell, settings, device, precision, calibration_samples)
 
-    return _document(settings, device, precision, budget, specs, calibration_samples, cells,
-                     slowdowns)
+    return {**_document(settings, device, precision, budget, specs, calibration_samples, cells,
+                        slowdowns), "complete": True}
 
 
 class _Sizer:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from bimix_bench.engine.throughput import make_train_step
+from bimix_bench.engine.throughput import backend_label, make_train_step
 from bimix_bench.models.backbone import LanguageModel
 from bimix_bench.speed.timing import Timed
 from bimix_bench.task import Batch
@@ -61,10 +61,6 @@ def random_batch(vocab_size: int, rows: int, context: int, device: torch.device,
     return Batch(stream[:, :-1].contiguous(), stream[:, 1:].contiguous(), lengths).to(device)
 
 
-def mixer_backend(model: LanguageModel) -> str:
-    return ",".join(sorted({m.backend for m in model.mixers}))
-
-
 def build_cell(model: LanguageModel, context: int, tokens_per_batch: int, kinds: tuple[str, ...],
                device: torch.device, autocast: Callable[[], Any], train_cfg: dict[str, Any],
                decode_tokens: int, slowdown: float = 1.0) -> CellWorkloads:
@@ -84,14 +80,14 @@ def build_cell(model: LanguageModel, context: int, tokens_per_batch: int, kinds:
 
         forward()
         cell.workloads["forward"] = Workload("forward", Timed(forward, slowdown=slowdown),
-                                             rows * context, mixer_backend(model), shape)
+                                             rows * context, backend_label(model), shape)
 
     if "train" in kinds:
         trainee = copy.deepcopy(model).train()
         step = make_train_step(trainee, batch, "lm", train_cfg, autocast)
         step()
         cell.workloads["train"] = Workload("train", Timed(step, slowdown=slowdown),
-                                           rows * context, mixer_backend(trainee), shape)
+                                           rows * context, backend_label(trainee), shape)
 
     if "decode" in kinds:
         decode = _decode_workload(model, batch.tokens, decode_tokens, autocast, slowdown)
@@ -129,4 +125,4 @@ def _decode_workload(model: LanguageModel, tokens: torch.Tensor, n_new: int,
     restore()
     steps()
     return Workload("decode", Timed(steps, setup=restore, slowdown=slowdown), rows * n_new,
-                    mixer_backend(model), f"({rows},) x {n_new} steps after {prompt.shape[1]} tokens")
+                    backend_label(model, "decode_backend"), f"({rows},) x {n_new} steps after {prompt.shape[1]} tokens")
