@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -66,7 +65,7 @@ def make_inputs(B: int, T: int, H: int, P: int, R: int, NB: int, device, dtype):
 
 def measure(fn: Callable[..., torch.Tensor], inputs: list[torch.Tensor], params: list[torch.Tensor],
             mode: str, args, device) -> dict[str, Any]:
-    from bench_mixers_gpu import time_call
+    from bench_mixers_gpu import timed_row
 
     if mode == "fwd":
         def step() -> Any:
@@ -80,15 +79,7 @@ def measure(fn: Callable[..., torch.Tensor], inputs: list[torch.Tensor], params:
         def step() -> Any:
             return torch.autograd.grad(fn(*leaves), leaves + params, grad_out, allow_unused=True)
 
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    times = time_call(step, args.warmup, args.repeats, device)
-    row = {"ms": statistics.median(times), "ms_min": min(times)}
-    if device.type == "cuda":
-        row["peak_mem_mib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    return row
+    return timed_row(step, args, device)
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -144,19 +144,21 @@ def bench_mixer(mixer: nn.Module, batch: int, seq_len: int, d_model: int, mode: 
         def step() -> Any:  # autograd.grad: no .grad accumulation inside the timing
             return torch.autograd.grad(mixer(x), [x] + params, grad_out, allow_unused=True)
 
+    row = timed_row(step, args, device)
+    row.update(tokens_per_s=batch * seq_len / (row["ms"] / 1e3),
+               backend=getattr(mixer, "backend", "?"),
+               backend_reason=getattr(mixer, "backend_reason", ""))
+    return row
+
+
+def timed_row(step: Callable[[], Any], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Median and best milliseconds of `step` and, on CUDA, the peak memory it adds (MiB)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     times = time_call(step, args.warmup, args.repeats, device)
-    ms = statistics.median(times)
-    row = {
-        "ms": ms,
-        "ms_min": min(times),
-        "tokens_per_s": batch * seq_len / (ms / 1e3),
-        "backend": getattr(mixer, "backend", "?"),
-        "backend_reason": getattr(mixer, "backend_reason", ""),
-    }
+    row: dict[str, Any] = {"ms": statistics.median(times), "ms_min": min(times)}
     if device.type == "cuda":
         row["peak_mem_mib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
     return row

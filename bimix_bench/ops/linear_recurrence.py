@@ -270,7 +270,7 @@ def _intra_chunk_channel(
     into M sub-chunks of length c. Within a sub-chunk the pairwise decays are materialized
     (c, c, K). Across sub-chunks, query sub-chunk i uses the reference point r_i = b at the end
     of sub-chunk i-1: q_t exp(b_t - r_i) and k_s exp(r_i - b_s) both have exponents <= 0."""
-    C, K = qc.shape[-2], qc.shape[-1]
+    C = qc.shape[-2]
     c = SUB_CHUNK if C % SUB_CHUNK == 0 else C
     M = C // c
     q5, k5, b5 = (t.unflatten(-2, (M, c)) for t in (qc, kc, b))  # (…,M,c,K)

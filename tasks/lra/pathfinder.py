@@ -310,7 +310,7 @@ def _distractors(rng: np.random.Generator, cfg: PathfinderConfig, canvas: np.nda
                  occupied: np.ndarray) -> np.ndarray:
     """Draw up to cfg.n_distractors snakes into canvas (n, F) in place, keeping clear of
     `occupied` (n, F) (updated). Returns how many each image received (n,)."""
-    t, n, s, L = cfg.tables, len(canvas), cfg.image_size, cfg.paddle_length
+    t, n, s = cfg.tables, len(canvas), cfg.image_size
     placed = np.zeros(n, dtype=np.int64)
     c = _DISTRACTOR_SEEDS
     for _ in range(cfg.n_distractors):
