@@ -206,3 +206,17 @@ def test_write_tables_without_records(tmp_path: Path):
     paths = write_tables(tmp_path, [])
     assert "No records." in paths["markdown"].read_text(encoding="utf-8")
     assert list(pd.read_csv(paths["csv"]).columns) == SUMMARY_COLUMNS
+
+
+def test_terminal_table_drops_low_priority_columns_when_narrow():
+    import pandas as pd
+
+    from bimix_bench.cli.ui import RUN_VIEW, records_table
+
+    frame = pd.DataFrame([{c: f"value-of-{c}" for c in RUN_VIEW}])
+    wide = records_table(frame, "t", RUN_VIEW, width=1000)
+    assert [c.header for c in wide.columns] == list(RUN_VIEW.values()) and wide.caption is None
+    narrow = records_table(frame, "t", RUN_VIEW, width=120)
+    headers = [c.header for c in narrow.columns]
+    assert "model" in headers and "test" in headers and "time s" not in headers
+    assert narrow.caption.startswith("not shown at this width: time s")

@@ -24,6 +24,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Markdown joins a docstring's wrapped lines into paragraphs that reflow to the terminal.
+    rich_markup_mode="markdown",
 )
 
 # Command modules register themselves on `app` when imported.

@@ -49,7 +49,8 @@ def compare(
         table, notes = comparison_frame(records)
         shown = display_frame(table)
         n_runs = len(run_dirs) - len(speed_docs)
-        console.print(records_table(shown, f"{len(records)} records from {n_runs} run(s)"))
+        console.print(records_table(shown, f"{len(records)} records from {n_runs} run(s)",
+                                    width=console.width))
         for note in notes:
             console.print(f"[yellow]note: {note}[/yellow]")
         if markdown:

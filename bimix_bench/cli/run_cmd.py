@@ -35,7 +35,7 @@ def run(
         "the value keeps the key's type; unknown keys are rejected).",
     ),
     out: Path = typer.Option(
-        None, "--out", "-o", help="Run folder (default: runs/<time>-<task>-<budget>-<id>)."
+        None, "--out", "-o", help="Run folder (default: `runs/TIME-TASK-BUDGET-ID`)."
     ),
     data_dir: Path = typer.Option(
         None, "--data-dir", help="Folder with real data sets (e.g. the LRA release); default: the "
@@ -88,7 +88,7 @@ def run(
         if int(os.environ.get("RANK", "0")) != 0:
             return  # torchrun worker: rank 0 reports
     frame = records_frame(read_records(run_dir))
-    console.print(records_table(frame, run_dir.name, RUN_VIEW))
+    console.print(records_table(frame, run_dir.name, RUN_VIEW, width=console.width))
     console.print(f"records: {run_dir / 'records.jsonl'}   tables: {run_dir / 'summary.md'}")
 
 

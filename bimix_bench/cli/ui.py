@@ -101,15 +101,35 @@ COMPARE_VIEW = {
 }
 
 
-def records_table(frame, title: str, view: dict[str, str] | None = None) -> Table:
-    """A Rich table of the `view` columns (name -> header) present in `frame`."""
+# Columns given up first when the terminal is too narrow for all (the files keep everything).
+DROP_WHEN_NARROW = ("wall_time_s", "seed", "status", "params_non_embedding", "params", "budget",
+                    "n_ok", "metric", "decode_tokens_per_s", "decode tok/s", "not_ok", "backend")
+
+
+def records_table(frame, title: str, view: dict[str, str] | None = None,
+                  width: int | None = None) -> Table:
+    """A Rich table of the `view` columns (name -> header) present in `frame`. Given the
+    terminal `width`, columns of DROP_WHEN_NARROW are left out, in that order, until the rest
+    fits without folding every cell; the caption says which."""
     view = view or {c: c for c in frame.columns}
     columns = [c for c in view if c in frame.columns]
-    table = Table(title=title, show_lines=False)
+    cells = {c: [_fmt(v) for v in frame[c]] for c in columns}
+    needed = {c: max([len(view[c])] + [len(x) for x in cells[c]]) + 3 for c in columns}
+    empty = tuple(c for c in columns if all(x in ("", "-") for x in cells[c]))
+    dropped = []
+    for column in empty + DROP_WHEN_NARROW:
+        if width is None or sum(needed[c] for c in columns) + 1 <= width:
+            break
+        if column in columns:
+            columns.remove(column)
+            if column not in empty:
+                dropped.append(view[column])
+    caption = f"not shown at this width: {', '.join(dropped)}" if dropped else None
+    table = Table(title=title, show_lines=False, caption=caption)
     for column in columns:
         table.add_column(view[column], overflow="fold")
-    for _, row in frame.iterrows():
-        table.add_row(*[_fmt(row[c]) for c in columns])
+    for i in range(len(frame)):
+        table.add_row(*[cells[c][i] for c in columns])
     return table
 
 
