@@ -41,6 +41,9 @@ class Batch:
         return int(self.lengths.sum())
 
 
+PAD_MULTIPLE = 128  # padded batch widths of variable-length classification data
+
+
 @dataclass
 class ClassificationSplit:
     sequences: list[torch.Tensor]  # each (L,) int64, L <= context
@@ -51,7 +54,12 @@ class ClassificationSplit:
 
     def batch(self, indices: list[int], context: int) -> Batch:
         seqs = [self.sequences[i][:context] for i in indices]
+        # Round the padded width up to a multiple of PAD_MULTIPLE: with variable lengths
+        # (ListOps: 500-2000) every new width makes Triton kernels (fla, mamba_ssm, ours)
+        # autotune again; rounding keeps the shapes to a few. Padding sits after each row's
+        # end, so causal mixers and the length-masked pooling give the same logits.
         width = max(len(s) for s in seqs)
+        width = min(context, -(-width // PAD_MULTIPLE) * PAD_MULTIPLE)
         tokens = torch.full((len(seqs), width), PAD, dtype=torch.long)
         for row, s in enumerate(seqs):
             tokens[row, : len(s)] = s

@@ -21,7 +21,9 @@ NEEDS_DATA = {("lra", "text"), ("lra", "retrieval"), ("lra", "image")}
 @pytest.mark.parametrize("family", ["lra", "mqar", "long_code", "multidoc_qa"])
 def test_family_runs_offline_for_every_model(family, tmp_path):
     out = tmp_path / family
-    result = CliRunner().invoke(app, ["run", "--task", family, "--budget", "tiny", "--out", str(out)])
+    # The tiny budget with smaller test sets and one timing round, to keep CI short.
+    quick = ["--set", "eval.test_examples=32", "--set", "throughput.repeats=1"]
+    result = CliRunner().invoke(app, ["run", "--task", family, "--budget", "tiny", *quick, "--out", str(out)])
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     subtasks = TASKS.get(family).obj.defaults("tiny")["subtasks"]
