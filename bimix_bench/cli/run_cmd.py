@@ -54,9 +54,15 @@ def run(
         "DDP; one GPU each, or gloo on CPU). Same global batch, tokens and schedule.",
     ),
     gpus: str = typer.Option(
-        None, "--gpus", help="Spread independent cells over these GPUs (e.g. 0,1,2,3), one worker each.",
+        None, "--gpus", help="Spread independent cells over worker processes, one per listed GPU "
+        "(0,1,2,3; repeat an index to train several cells at once on one GPU: 0,0,0). Throughput "
+        "is measured after training, one cell at a time, with the device to itself.",
     ),
     shard: str = typer.Option(None, "--shard", hidden=True, help="k/N: run every N-th cell (used by --gpus)."),
+    defer_throughput: bool = typer.Option(
+        False, "--defer-throughput", hidden=True,
+        help="Park trained cells in RUN/pending/ instead of timing them (used by --gpus workers).",
+    ),
 ) -> None:
     """Train and evaluate every model on TASK under one matched budget.
 
@@ -66,7 +72,7 @@ def run(
     Tables (summary.md, summary.csv) are rewritten after every cell.
     """
     from bimix_bench.cli.ui import RUN_VIEW, RichReporter, records_table
-    from bimix_bench.results.records import read_records
+    from bimix_bench.results.records import run_records
     from bimix_bench.results.tables import records_frame
 
     if data_dir is not None and not data_dir.is_dir():
@@ -79,6 +85,7 @@ def run(
         task=task or "", resume=resume, budget=budget, models=split_names(models), seeds=parse_seeds(seeds),
         subtasks=split_names(subtasks), overrides=list(overrides), out_dir=out,
         data_dir=data_dir, device=device, save_checkpoints=checkpoints, shard=_parse_shard(shard),
+        defer_throughput=defer_throughput,
     )
     if nproc is not None or gpus is not None:
         run_dir = _launch(request, nproc, gpus)
@@ -87,7 +94,7 @@ def run(
             run_dir = execute(request, reporter)
         if int(os.environ.get("RANK", "0")) != 0:
             return  # torchrun worker: rank 0 reports
-    frame = records_frame(read_records(run_dir))
+    frame = records_frame(run_records(run_dir))
     console.print(records_table(frame, run_dir.name, RUN_VIEW, width=console.width))
     console.print(f"records: {run_dir / 'records.jsonl'}   tables: {run_dir / 'summary.md'}")
 
@@ -116,10 +123,24 @@ def _launch(request: RunRequest, nproc: int | None, gpus: str | None) -> Path:
         if request.resume is None:  # write the run's config once; every worker resumes it
             request.out_dir = run_dir
             initialise_run(request)
-        code = launch_cell_workers(["run", "--resume", str(run_dir), "--device", request.device], gpu_ids)
+        worker_args = ["run", "--resume", str(run_dir), "--device", request.device, "--defer-throughput"]
+        if not request.save_checkpoints:
+            worker_args.append("--no-checkpoints")
+        code = launch_cell_workers(worker_args, gpu_ids)
     if code != 0:
-        raise UsageError(f"worker processes failed (exit status {code}); finished cells are in {run_dir}")
+        raise UsageError(f"worker processes failed (exit status {code}); finished cells are in "
+                         f"{run_dir} (`--resume` it)")
+    if gpus is not None:  # the workers parked their cells: time each alone, now the GPUs are free
+        from bimix_bench.engine.runner import complete_run
+
+        complete_run(Path(run_dir), request.device, request.save_checkpoints,
+                     reporter=_PrintNotes())
     return Path(run_dir)
+
+
+class _PrintNotes:
+    def note(self, message: str) -> None:
+        console.print(message)
 
 
 def _strip_option(args: list[str], option: str) -> list[str]:

@@ -4,8 +4,10 @@ cells over GPUs.
 `run --nproc N` re-launches the same command under torchrun; every rank builds the same data
 and the same global batch, trains on its 1/N slice of it (DDP averages the gradients, so the
 tokens, optimizer and schedule are those of the one-process run), and rank 0 alone evaluates,
-measures and writes. `run --gpus 0,1,...` instead starts one worker per GPU, each running
-every N-th cell of the same run folder (records are appended atomically, so workers share it).
+measures and writes. `run --gpus 0,1,...` instead starts one worker per listed GPU (an index
+may repeat, to train several cells at once on one GPU), each running every N-th cell of the
+same run folder (records are appended atomically, so workers share it); their throughput is
+measured afterwards, alone (engine/pending.py).
 """
 
 from __future__ import annotations

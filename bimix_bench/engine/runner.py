@@ -22,7 +22,8 @@ from bimix_bench.config import load_budget, resolve_config
 from bimix_bench.engine.checkpoint import checkpoint_path, save_checkpoint
 from bimix_bench.engine.device import autocast_factory, pick_device
 from bimix_bench.engine.distributed import DistContext, barrier, device_for, init_from_env, shutdown
-from bimix_bench.engine.throughput import measure_ddp_train_throughput, measure_throughput
+from bimix_bench.engine.pending import PENDING, complete_pending, park_record, park_weights, parked_cells
+from bimix_bench.engine.throughput import backends_entry, measure_ddp_train_throughput, record_throughput  # noqa: F401 (re-export)
 from bimix_bench.engine.trainer import Diverged, StepInfo, batch_size_for, train_model
 from bimix_bench.env import environment_info
 from bimix_bench.errors import SkipCell, UsageError
@@ -48,6 +49,7 @@ class RunRequest:
     save_checkpoints: bool = True
     resume: Path | None = None  # continue this run folder: finished cells are kept, not redone
     shard: tuple[int, int] | None = None  # (k, N): run only every N-th cell from the k-th
+    defer_throughput: bool = False  # park trained cells; time them later, alone (run --gpus)
 
 
 @dataclass
@@ -149,7 +151,7 @@ def _execute(request: RunRequest, reporter: Reporter | None, dist: DistContext |
         run_dir = Path(request.resume)
         data_dir = Path(cfg["run"]["data_dir"]) if cfg["run"].get("data_dir") else None
         request.data_dir = data_dir
-        done = {(r["subtask"], r["seed"], r["model"]) for r in _all_records(run_dir)}
+        done = {(r["subtask"], r["seed"], r["model"]) for r in _all_records(run_dir)} | parked_cells(run_dir)
         skipped = [c for c in cells if (c.subtask, c.seed, c.model) in done]
         cells = [c for c in cells if (c.subtask, c.seed, c.model) not in done]
         reporter.note(f"resuming {run_dir}: {len(skipped)} finished cells kept, {len(cells)} to run")
@@ -175,6 +177,11 @@ def _execute(request: RunRequest, reporter: Reporter | None, dist: DistContext |
         barrier(dist)
         if not is_main:
             continue
+        if record["status"] == PENDING:
+            park_record(run_dir, record)
+            state_path(run_dir, cfg, cell).unlink(missing_ok=True)
+            reporter.cell_finished(cell, {**record, "status": "ok"})
+            continue
         try:
             append_record(run_dir, record)
         except RecordError as err:  # never lose the cell silently: keep why it was unrecordable
@@ -184,7 +191,20 @@ def _execute(request: RunRequest, reporter: Reporter | None, dist: DistContext |
         state_path(run_dir, cfg, cell).unlink(missing_ok=True)
         reporter.cell_finished(cell, record)
         write_tables(run_dir, _all_records(run_dir))
+    if request.shard is None and is_main:  # parked cells (from `run --gpus` workers): time them now
+        complete_pending(run_dir, cfg, task, device, request.data_dir, request.save_checkpoints,
+                         reporter.note)
     return run_dir
+
+
+def complete_run(run_dir: Path, device_request: str, save_checkpoints: bool,
+                 reporter: Reporter | None = None) -> int:
+    """After `run --gpus` workers: measure the cells they parked, one at a time."""
+    cfg, _, task = prepare(RunRequest(task="", resume=Path(run_dir)))
+    data_dir = Path(cfg["run"]["data_dir"]) if cfg["run"].get("data_dir") else None
+    note = reporter.note if reporter is not None else (lambda message: None)
+    return complete_pending(Path(run_dir), cfg, task, pick_device(device_request), data_dir,
+                            save_checkpoints, note)
 
 
 def initialise_run(request: RunRequest, cfg: dict[str, Any] | None = None) -> Path:
@@ -215,9 +235,9 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _all_records(run_dir: Path) -> list[dict[str, Any]]:
-    from bimix_bench.results.records import read_records
+    from bimix_bench.results.records import run_records
 
-    return read_records(run_dir)
+    return run_records(run_dir)
 
 
 def seed_everything(seed: int) -> None:
@@ -238,6 +258,9 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
              reporter: Reporter, dist: DistContext | None = None) -> dict[str, Any]:
     is_main = dist is None or dist.is_main
     record = base_record(cell, cfg, run_id, env, request)
+    if request.shard is not None:  # one of several `run --gpus` workers training at once
+        record["environment"] = {**env, "cell_worker": f"{request.shard[0] + 1} of {request.shard[1]}",
+                                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
     if isinstance(data, SkipCell):
         record.update(status="skipped", reason=str(data))
         return record
@@ -290,12 +313,13 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
                           "train_history": result.history}
         record["extras"] = {f"layer{i}": m.record_extras() for i, m in enumerate(model.mixers)
                             if m.record_extras()}
-        throughput = measure_throughput(model, data, cfg, device, bs_train)
-        record["backends"] = backends_entry(throughput.pop("backends"))
-        record["peak_memory_bytes"] = throughput.pop("peak_memory_bytes")
-        record["throughput"] = throughput
+        if request.defer_throughput:  # timed later, alone on the device (engine/pending.py)
+            park_weights(run_dir, cfg, cell, options, arch, result.best_state)
+            record["status"] = PENDING
+            return record
+        record_throughput(record, model, data, cfg, device, bs_train)
         if dist is not None:
-            single = throughput["train_tokens_per_s"]["value"]
+            single = record["throughput"]["train_tokens_per_s"]["value"]
             record["distributed"] = {
                 "world_size": dist.world_size,
                 "scaling_efficiency": ddp_tokens_per_s / (dist.world_size * single),
@@ -328,16 +352,6 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return record
-
-
-def backends_entry(seen: dict[str, tuple[str, str]]) -> dict[str, str]:
-    """The record's `backends` from what training and inference ran ({mode: (label, reason)}):
-    one label when both ran the same kernels, else "INFERENCE (train: TRAIN)"."""
-    (train, train_why), (infer, infer_why) = seen["train"], seen["inference"]
-    if train == infer:
-        return {"mixer": train, "mixer_reason": train_why}
-    return {"mixer": f"{infer} (train: {train})", "mixer_reason": f"inference: {infer_why}; "
-            f"training: {train_why}", "mixer_train": train, "mixer_inference": infer}
 
 
 def base_record(cell: Cell, cfg: dict[str, Any], run_id: str, env: dict[str, Any],

@@ -139,6 +139,25 @@ def measure_throughput(
     return out
 
 
+def record_throughput(record: dict[str, Any], model: LanguageModel, data: TaskData,
+                      cfg: dict[str, Any], device: torch.device, batch_size: int) -> None:
+    """Measure `model` and fill the record's throughput, backends and peak memory."""
+    throughput = measure_throughput(model, data, cfg, device, batch_size)
+    record["backends"] = backends_entry(throughput.pop("backends"))
+    record["peak_memory_bytes"] = throughput.pop("peak_memory_bytes")
+    record["throughput"] = throughput
+
+
+def backends_entry(seen: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """The record's `backends` from what training and inference ran ({mode: (label, reason)}):
+    one label when both ran the same kernels, else "INFERENCE (train: TRAIN)"."""
+    (train, train_why), (infer, infer_why) = seen["train"], seen["inference"]
+    if train == infer:
+        return {"mixer": train, "mixer_reason": train_why}
+    return {"mixer": f"{infer} (train: {train})", "mixer_reason": f"inference: {infer_why}; "
+            f"training: {train_why}", "mixer_train": train, "mixer_inference": infer}
+
+
 def backend_label(model: LanguageModel, attr: str = "backend") -> str:
     """The kernels the model's mixers ran last (`backend`) or run to decode (`decode_backend`)."""
     return ",".join(sorted({str(getattr(m, attr)) for m in model.mixers}))

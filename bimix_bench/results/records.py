@@ -329,6 +329,11 @@ def records_path(path: Path) -> Path:
     return path / RECORDS_FILE if path.is_dir() else path
 
 
+def run_records(run_dir: Path) -> list[dict]:
+    """read_records of a run folder that may not have recorded a cell yet ([] then)."""
+    return read_records(run_dir) if records_path(run_dir).exists() else []
+
+
 def read_records(path: Path) -> list[dict]:
     """All valid records of a run folder or records.jsonl, in file order. Torn, undecodable
     or invalid lines are skipped, each with a warning naming the file and line number."""

@@ -1,0 +1,78 @@
+"""`run --gpus`: workers park trained cells; their throughput is measured afterwards, alone,
+and an interruption between the two leaves a folder that `--resume` completes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from bimix_bench.engine.pending import MEASURED_ALONE, PENDING_DIR
+from bimix_bench.engine.runner import RunRequest, execute
+from bimix_bench.results.records import read_records, validate_record
+
+SMALL = ["train.steps=4", "train.eval_every=2", "task.listops.n_train=64", "throughput.repeats=1",
+         "throughput.warmup=1", "throughput.decode_tokens=2", "eval.val_examples=16",
+         "eval.test_examples=16"]
+
+
+def request(out: Path, **kw) -> RunRequest:
+    return RunRequest(task="lra", subtasks=["listops"], budget="tiny", models=["transformer", "bimix"],
+                      seeds=[0], overrides=list(SMALL), out_dir=out, device="cpu", **kw)
+
+
+def test_parked_cells_are_measured_on_resume_and_keep_their_quality(tmp_path):
+    out = tmp_path / "run"
+    # A worker that parks every cell (shard 0 of 1) and stops: nothing recorded yet.
+    execute(request(out, shard=(0, 1), defer_throughput=True))
+    parked = sorted(p.name for p in (out / PENDING_DIR).iterdir())
+    assert parked == ["lra-listops-bimix-seed0.json", "lra-listops-bimix-seed0.pt",
+                      "lra-listops-transformer-seed0.json", "lra-listops-transformer-seed0.pt"]
+    assert not (out / "records.jsonl").exists()
+    quality = {json.loads(p.read_text())["model"]: json.loads(p.read_text())["metrics"]
+               for p in (out / PENDING_DIR).glob("*.json")}
+
+    execute(RunRequest(task="", resume=out, device="cpu"))  # trains nothing, times the parked cells
+    records = read_records(out)
+    assert sorted(r["model"] for r in records) == ["bimix", "transformer"]
+    assert not list((out / PENDING_DIR).iterdir())
+    for r in records:
+        validate_record(r)
+        assert r["status"] == "ok" and r["metrics"] == quality[r["model"]]
+        for kind in ("train_tokens_per_s", "inference_tokens_per_s", "decode_tokens_per_s"):
+            assert r["throughput"][kind]["value"] > 0
+            assert r["throughput"][kind]["method"].endswith(MEASURED_ALONE)
+        assert r["environment"]["cell_worker"] == "1 of 1"
+        assert (out / "checkpoints" / f"lra-listops-{r['model']}-seed0.pt").exists()
+
+
+def test_a_cell_recorded_before_an_interruption_is_not_appended_twice(tmp_path):
+    out = tmp_path / "run"
+    execute(request(out, shard=(0, 1), defer_throughput=True, save_checkpoints=False))
+    (out / PENDING_DIR / "lra-listops-bimix-seed0.json").write_text(
+        (out / PENDING_DIR / "lra-listops-bimix-seed0.json").read_text())
+    execute(RunRequest(task="", resume=out, device="cpu", save_checkpoints=False))
+    # Park the same cell again, as if the parked files outlived the append (crash in between).
+    record = next(r for r in read_records(out) if r["model"] == "bimix")
+    (out / PENDING_DIR / "lra-listops-bimix-seed0.json").write_text(json.dumps(record))
+    execute(RunRequest(task="", resume=out, device="cpu", save_checkpoints=False))
+    assert sorted(r["model"] for r in read_records(out)) == ["bimix", "transformer"]
+    assert not list((out / PENDING_DIR).iterdir()) and not (out / "checkpoints").exists()
+
+
+def test_gpus_option_runs_two_workers_then_times_each_cell(tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "--task", "lra", "--subtasks", "listops", "--budget", "tiny", "--device", "cpu",
+            "--models", "transformer,bimix", "--seeds", "0", "--gpus", "0,0", "--no-checkpoints",
+            "--out", str(out)]
+    for item in SMALL:
+        args += ["--set", item]
+    done = subprocess.run([sys.executable, "-m", "bimix_bench", *args], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    records = read_records(out)
+    assert sorted((r["model"], r["status"]) for r in records) == [("bimix", "ok"), ("transformer", "ok")]
+    assert sorted(r["environment"]["cell_worker"] for r in records) == ["1 of 2", "2 of 2"]
+    assert all(r["throughput"]["train_tokens_per_s"]["method"].endswith(MEASURED_ALONE) for r in records)
+    assert "measuring throughput alone" in done.stdout
+    assert not (out / "checkpoints").exists() and not list((out / PENDING_DIR).iterdir())
