@@ -76,3 +76,50 @@ def test_gpus_option_runs_two_workers_then_times_each_cell(tmp_path):
     assert all(r["throughput"]["train_tokens_per_s"]["method"].endswith(MEASURED_ALONE) for r in records)
     assert "measuring throughput alone" in done.stdout
     assert not (out / "checkpoints").exists() and not list((out / PENDING_DIR).iterdir())
+
+
+def test_an_interrupt_swallowed_by_library_code_still_stops_the_run(tmp_path, monkeypatch):
+    """Triton turns a SIGINT that kills ptxas into a compile error; the run must stop, not
+    record a failed cell and go on training the next one."""
+    import signal
+
+    import pytest
+
+    from bimix_bench.engine import runner
+
+    def interrupted_compile(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            pass  # what the library does with it
+        raise RuntimeError("ptxas failed with error code -2")
+
+    monkeypatch.setattr(runner, "train_model", interrupted_compile)
+    with pytest.raises(KeyboardInterrupt):
+        execute(request(tmp_path / "run"))
+    assert not (tmp_path / "run" / "records.jsonl").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_interrupting_the_launcher_stops_its_workers(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = ["run", "--task", "lra", "--subtasks", "listops", "--budget", "tiny", "--device", "cpu",
+            "--models", "transformer,linear_attn", "--seeds", "0", "--gpus", "0,0", "--no-checkpoints",
+            "--set", "train.steps=400", "--set", "train.eval_every=2", "--out", str(out)]
+    launcher = subprocess.Popen([sys.executable, "-m", "bimix_bench", *args], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env={**os.environ, "COLUMNS": "200"})
+    deadline = time.time() + 120
+    while not list((out / "state").glob("*.pt")) if (out / "state").exists() else True:
+        assert launcher.poll() is None and time.time() < deadline
+        time.sleep(0.1)
+    launcher.send_signal(signal.SIGINT)
+    assert launcher.wait(timeout=90) != 0
+    workers = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+    assert workers == [], "workers outlived their launcher"
+    done = subprocess.run([sys.executable, "-m", "bimix_bench", "run", "--resume", str(out), "--set",
+                           "train.steps=4"], capture_output=True, text=True)
+    assert done.returncode == 2  # resume refuses new settings; the folder itself is intact
+    assert (out / "config.yaml").exists()

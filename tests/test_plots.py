@@ -15,6 +15,7 @@ from bimix_bench.results.plots import (
     quality_vs_throughput,
     record_context_series,
     save_figure,
+    merge_series,
     speed_document_series,
     throughput_vs_context,
 )
@@ -68,6 +69,25 @@ def _speed_doc() -> dict:
             "bimix": {"cells": [cell(1024, fwd=6e5), cell(4096, fwd=6e5), cell(2048, fwd=6e5)]},
         },
     }
+
+
+def test_a_sweep_split_over_documents_plots_as_one_line_per_model():
+    first, second = _speed_doc(), _speed_doc()
+    del second["models"]["bimix"]
+    second["models"]["transformer"]["cells"] = [
+        {"context": 4096, "status": "ok", "reason": None, "figures": {
+            "forward": {"tokens_per_s": 3e5, "backend": "sdpa"},
+            "decode": {"tokens_per_s": 9e2, "backend": "kv-cache+sdpa"}}},  # decode path: not in label
+        {"context": 8192, "status": "ok", "reason": None,
+         "figures": {"forward": {"tokens_per_s": 2e5, "backend": "sdpa"}}}]
+    second["settings"]["kinds"] = ["forward", "decode"]
+    merged: dict = {}
+    merge_series(merged, speed_document_series(first))
+    merge_series(merged, speed_document_series(second))
+    assert sorted(merged) == ["bimix [sdpa]", "transformer [sdpa]"]
+    # 4096 was out of memory in the first document and measured in the second: the later wins.
+    assert merged["transformer [sdpa]"]["forward"] == [(1024, 5e5), (2048, 4e5), (4096, 3e5), (8192, 2e5)]
+    assert merged["transformer [sdpa]"]["decode"] == [(4096, 9e2)]
 
 
 def test_throughput_vs_context_marks_out_of_memory(tmp_path):

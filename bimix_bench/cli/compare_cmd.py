@@ -118,7 +118,7 @@ def _plots(folder: Path, records: list[dict], table, speed_docs: dict) -> list[P
     for doc in speed_docs.values():
         s = doc["settings"]
         key = (doc["device"]["class"], s["budget"], s["tokens_per_batch"], s.get("precision"))
-        alike.setdefault(key, {}).update(plots.speed_document_series(doc))
+        plots.merge_series(alike.setdefault(key, {}), plots.speed_document_series(doc))
     for (device_class, budget, tokens, precision), series in alike.items():
         fig = plots.throughput_vs_context(
             series, title=f"{device_class}, budget {budget}, {tokens} tokens per batch, {precision}")

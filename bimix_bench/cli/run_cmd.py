@@ -55,8 +55,9 @@ def run(
     ),
     gpus: str = typer.Option(
         None, "--gpus", help="Spread independent cells over worker processes, one per listed GPU "
-        "(0,1,2,3; repeat an index to train several cells at once on one GPU: 0,0,0). Throughput "
-        "is measured after training, one cell at a time, with the device to itself.",
+        "(0,1,2,3). Throughput is measured after training, one cell at a time, with the device to "
+        "itself. An index may repeat (0,0), but on one GPU cells side by side were slower than "
+        "one after another (docs/scaling.md).",
     ),
     shard: str = typer.Option(None, "--shard", hidden=True, help="k/N: run every N-th cell (used by --gpus)."),
     defer_throughput: bool = typer.Option(

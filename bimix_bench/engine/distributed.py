@@ -13,6 +13,7 @@ measured afterwards, alone (engine/pending.py).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -84,10 +85,33 @@ def launch_torchrun(args: list[str], nproc: int) -> int:
 
 
 def launch_cell_workers(args: list[str], gpus: list[int]) -> int:
-    """One `bimix-bench run --resume ... --shard k/N` worker per GPU; the worst exit status."""
+    """One `bimix-bench run --resume ... --shard k/N` worker per GPU; the worst exit status.
+    An interrupted launcher interrupts its workers and waits for them (their cells stay
+    resumable); workers also die with a killed launcher, so none trains on unseen."""
     procs = []
-    for k, gpu in enumerate(gpus):
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "bimix_bench", *args, "--shard", f"{k}/{len(gpus)}"], env=env))
-    return max(p.wait() for p in procs)
+    try:
+        for k, gpu in enumerate(gpus):
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "bimix_bench", *args, "--shard", f"{k}/{len(gpus)}"], env=env,
+                preexec_fn=_die_with_parent))
+        return max(p.wait() for p in procs)
+    except BaseException:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when the launching process dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

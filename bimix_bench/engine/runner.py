@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from bimix_bench.config import load_budget, resolve_config
+from bimix_bench.engine import interrupts
 from bimix_bench.engine.checkpoint import checkpoint_path, save_checkpoint
 from bimix_bench.engine.device import autocast_factory, pick_device
 from bimix_bench.engine.distributed import DistContext, barrier, device_for, init_from_env, shutdown
@@ -131,11 +132,12 @@ def _prepare_resume(request: RunRequest) -> tuple[dict[str, Any], list[Cell], An
 
 
 def execute(request: RunRequest, reporter: Reporter | None = None) -> Path:
-    dist = init_from_env(request.device)
-    try:
-        return _execute(request, reporter, dist)
-    finally:
-        shutdown(dist)
+    with interrupts.watching():
+        dist = init_from_env(request.device)
+        try:
+            return _execute(request, reporter, dist)
+        finally:
+            shutdown(dist)
 
 
 def _execute(request: RunRequest, reporter: Reporter | None, dist: DistContext | None) -> Path:
@@ -344,6 +346,8 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
     except UsageError:
         raise
     except Exception as err:  # isolate the failure: record it, keep the sweep going
+        if interrupts.interrupted():  # the error came from the interruption (e.g. a killed ptxas)
+            raise KeyboardInterrupt from err
         (run_dir / "errors.log").open("a").write(
             f"--- {cell} ---\n{traceback.format_exc()}\n")
         record.update(status="failed", reason=f"{type(err).__name__}: {err}")

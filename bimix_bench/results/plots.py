@@ -107,7 +107,8 @@ def quality_vs_throughput(group: pd.DataFrame,
 
 def speed_document_series(doc: dict[str, Any]) -> dict[str, dict[str, list[tuple[int, float | None]]]]:
     """{series label: {kind: [(context, tokens/s or None when out of memory)]}} of a speed
-    document; a label names the model and its backend."""
+    document; a label names the model and the kernels of its forward and training step (the
+    decode path is a separate choice and would split one model's line between documents)."""
     from bimix_bench.speed.document import iter_cells
 
     out: dict[str, dict[str, list[tuple[int, float | None]]]] = {}
@@ -115,7 +116,8 @@ def speed_document_series(doc: dict[str, Any]) -> dict[str, dict[str, list[tuple
     for model, cell in iter_cells(doc):
         figures = cell.get("figures") or {}
         if model not in labels:
-            backends = sorted({f["backend"] for f in figures.values() if f.get("backend")})
+            backends = sorted({f["backend"] for kind, f in figures.items()
+                               if kind != "decode" and f.get("backend")})
             labels[model] = f"{model} [{', '.join(backends)}]" if backends else model
         for kind in doc["settings"]["kinds"]:
             if kind in figures:
@@ -126,6 +128,16 @@ def speed_document_series(doc: dict[str, Any]) -> dict[str, dict[str, list[tuple
                 continue
             out.setdefault(labels[model], {}).setdefault(kind, []).append((cell["context"], value))
     return out
+
+
+def merge_series(into: dict[str, dict[str, list]], more: dict[str, dict[str, list]]) -> None:
+    """Add `more`'s points to `into` (same label and kind: one line over the union of contexts,
+    `more` winning where both have a context), keeping each line sorted by context."""
+    for label, by_kind in more.items():
+        for kind, points in by_kind.items():
+            merged = dict(into.setdefault(label, {}).get(kind, []))
+            merged.update(points)
+            into[label][kind] = sorted(merged.items())
 
 
 def record_context_series(records: list[dict]) -> dict[tuple[str, str, str], dict[str, dict[str, list]]]:

@@ -2,8 +2,9 @@
 # Work through a queue of GPU jobs across time-limited sessions:
 #   source scripts/gpu/setup_env.sh && bash scripts/gpu/run_queue.sh SECONDS QUEUE_FILE
 # QUEUE_FILE lines (blank lines and # comments are skipped):
-#   run NAME GPUS RUN_OPTIONS...   bimix-bench run --budget small RUN_OPTIONS --gpus GPUS into
-#                                  runs/gpu/NAME, or --resume it when the folder exists
+#   run NAME GPUS RUN_OPTIONS...   bimix-bench run --budget small RUN_OPTIONS [--gpus GPUS] into
+#                                  runs/gpu/NAME, or --resume it when the folder exists; GPUS
+#                                  "-" runs in this process
 #   cmd NAME SHELL_COMMAND...      any command (runs/gpu/NAME is $JOB, created for it)
 # A job that finished (runs/gpu/NAME.done) is skipped; the one running at the deadline is
 # interrupted with SIGINT (run folders stay resumable: the next session resumes them when
@@ -21,10 +22,11 @@ while read -r kind name rest; do
   job="runs/gpu/$name"
   if [[ "$kind" == run ]]; then
     read -r gpus opts <<<"$rest"
+    workers=""; [[ "$gpus" != "-" ]] && workers="--gpus $gpus"
     if [[ -f "$job/config.yaml" ]]; then
-      command="python3 -m bimix_bench run --resume $job --gpus $gpus"
+      command="python3 -m bimix_bench run --resume $job $workers"
     else
-      command="python3 -m bimix_bench run --budget small --out $job --gpus $gpus $opts"
+      command="python3 -m bimix_bench run --budget small --out $job $workers $opts"
     fi
   else
     mkdir -p "$job"; command="$rest"
