@@ -100,9 +100,12 @@ def test_confirmation_pools_the_samples_of_both_runs():
     first["models"]["a"]["cells"][0]["figures"]["forward"]["ratio_samples"] = [70.0, 80.0, 90.0]
     again = make_doc({"a": {16: {"forward": 100.0}}})
     again["models"]["a"]["cells"][0]["figures"]["forward"]["ratio_samples"] = [95.0, 100.0, 105.0]
+    first["models"]["a"]["cells"][0]["figures"]["forward"]["seconds_samples"] = [0.3, 0.2]
+    again["models"]["a"]["cells"][0]["figures"]["forward"]["seconds_samples"] = [0.1]
     merged = merge_measurements(first, again)
     fig = merged["models"]["a"]["cells"][0]["figures"]["forward"]
     assert fig["ratio_samples"] == [70.0, 80.0, 90.0, 95.0, 100.0, 105.0]
+    assert fig["seconds_samples"] == [0.3, 0.2, 0.1]  # the raw times stay with their ratios
     assert fig["ratio"] == pytest.approx(92.5)
     assert first["models"]["a"]["cells"][0]["figures"]["forward"]["ratio"] == 80.0  # untouched
 

@@ -37,6 +37,9 @@ def test_run_writes_records_config_tables_and_checkpoint(run_dir):
     for kind in ("train_tokens_per_s", "inference_tokens_per_s", "decode_tokens_per_s"):
         assert rec["throughput"][kind]["value"] > 0 and "median" in rec["throughput"][kind]["method"]
     assert rec["config"]["train"]["steps"] == 4
+    phases = rec["timings_s"]
+    assert set(phases) == {"other", "training_steps", "validation", "test", "throughput"}
+    assert phases["validation"] > 0 and sum(phases.values()) <= rec["wall_time_s"]
     assert (run_dir / "config.yaml").exists()
     assert (run_dir / "summary.md").read_text().count("transformer") >= 1
     assert (run_dir / "summary.csv").exists()

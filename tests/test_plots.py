@@ -34,7 +34,7 @@ def _summary() -> pd.DataFrame:
     return pd.DataFrame({
         "model": ["transformer", "bimix", "mamba2"],
         "metric": ["accuracy"] * 3, "direction": ["max"] * 3,
-        "mean": [0.60, 0.65, 0.55], "ci95": [0.02, math.nan, 0.03],
+        "mean": [0.60, 0.65, 0.55], "ci95": [0.02, math.nan, 0.9], "n_ok": [3, 1, 2],
         "train_tokens_per_s": [1.0e4, 1.8e4, 2.0e4], "inference_tokens_per_s": [3e4, 6e4, 2e4],
     })
 
@@ -46,14 +46,31 @@ def test_quality_vs_throughput_labels_and_front(tmp_path):
     assert infer_ax.get_xlabel() == "inference tokens/s"
     assert train_ax.get_ylabel() == "accuracy (higher is better)"
     assert train_ax.get_xscale() == "log"
-    front = next(line for line in train_ax.get_lines() if line.get_label() == "Pareto front")
+    front = next(line for line in train_ax.get_lines() if line.get_label() == "Pareto front (means)")
     # Training speed: transformer (1e4, .60) is beaten by bimix (1.8e4, .65); mamba2 is fastest.
     assert list(front.get_xdata()) == [1.8e4, 2.0e4]
     assert list(front.get_ydata()) == [0.65, 0.55]
-    front = next(line for line in infer_ax.get_lines() if line.get_label() == "Pareto front")
+    front = next(line for line in infer_ax.get_lines() if line.get_label() == "Pareto front (means)")
     assert list(front.get_xdata()) == [6e4]  # bimix is fastest and best at inference
     path = save_figure(fig, tmp_path / "q.png")
     assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_quality_vs_throughput_draws_each_seed_and_ci_only_from_three_seeds():
+    seeds = pd.DataFrame({
+        "model": ["transformer"] * 3 + ["mamba2"] * 2 + ["bimix"],
+        "status": ["ok"] * 5 + ["ok"],
+        "metric_value": [0.58, 0.60, 0.62, 0.2, 0.9, 0.65],
+    })
+    fig = quality_vs_throughput(_summary(), title="t", seeds=seeds)
+    train_ax = fig.axes[0]
+    dashes = [c for c in train_ax.collections if c.get_offsets().shape[0] > 1]
+    drawn = sorted(sorted(float(y) for _, y in c.get_offsets()) for c in dashes)
+    assert drawn == [[0.2, 0.9], [0.58, 0.60, 0.62]]  # one seed alone is just the mean
+    bars = [c for c in train_ax.collections if c not in dashes and len(c.get_segments())]
+    spans = sorted(round(float(seg[1][1] - seg[0][1]), 6) for c in bars for seg in c.get_segments())
+    assert [s for s in spans if s > 0] == [0.04]  # transformer's 3-seed CI; mamba2's 2-seed interval is not drawn
+    assert "single seeds" in fig._suptitle.get_text()
 
 
 def _speed_doc() -> dict:

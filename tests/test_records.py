@@ -165,6 +165,8 @@ DEFECTS = {
                                "throughput.inference_tokens_per_s"),
     "peak memory negative": (_set("peak_memory_bytes", -1), "peak_memory_bytes"),
     "wall time string": (_set("wall_time_s", "3s"), "wall_time_s"),
+    "timings not an object": (_set("timings_s", 3.0), "timings_s"),
+    "negative phase timing": (_set("timings_s", {"test": -1.0}), "timings_s.test"),
     "backend not a string": (_set("backends.mixer", 1), "backends.mixer"),
     "data not an object": (_set("data", ["generated"]), "data"),
     "config not an object": (_set("config", "lr=1"), "config"),

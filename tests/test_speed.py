@@ -16,7 +16,13 @@ from bimix_bench.errors import UsageError
 from bimix_bench.models.backbone import Architecture, LanguageModel
 from bimix_bench.registry import MODELS
 from bimix_bench.speed import sweep as sweep_module
-from bimix_bench.speed.calibration import CalibrationSpec, build_calibration, calibration_width
+from bimix_bench.speed.calibration import (
+    GPU_CHUNK,
+    CalibrationSpec,
+    build_calibration,
+    bulk_chunk,
+    calibration_width,
+)
 from bimix_bench.speed.document import read_document, validate_document
 from bimix_bench.speed.sweep import SweepSettings, run_sweep
 from bimix_bench.speed.timing import (
@@ -56,6 +62,11 @@ def test_sweep_document_is_complete(doc):
         for kind, fig in cell["figures"].items():
             assert len(fig["ratio_samples"]) == 3
             assert fig["ratio"] == pytest.approx(statistics.median(fig["ratio_samples"]), rel=1e-5)
+            # Each ratio is rebuilt from the raw times it came from.
+            units = fig["tokens_per_s"] * statistics.median(fig["seconds_samples"])
+            rebuilt = [units * c / (fig["calibration_calls"] * w) for c, w in
+                       zip(fig["calibration_seconds_samples"], fig["seconds_samples"])]
+            assert rebuilt == pytest.approx(fig["ratio_samples"], rel=1e-3)
             assert fig["tokens_per_s"] > 0 and fig["calibration_calls"] >= 1
             assert fig["backend"].replace("kv-cache+", "").startswith("sdpa") and "median of 3 rounds" in fig["method"]
             assert "process CPU time" in fig["method"]
@@ -102,6 +113,12 @@ def test_calibration_spec_round_trip_and_width_check():
     spec = CalibrationSpec("steps", 2, 16, 2, steps=3)
     build_calibration(spec, CPU, contextlib.nullcontext)()
     assert CalibrationSpec.from_dict(spec.to_dict()) == spec
+    bulk = CalibrationSpec("bulk", 64, 16, 2, chunk=16)
+    build_calibration(bulk, CPU, contextlib.nullcontext)()
+    assert CalibrationSpec.from_dict(bulk.to_dict()) == bulk and "chunks of 16" in bulk.describe()
+    old = {k: v for k, v in bulk.to_dict().items() if k != "chunk"}  # written before `chunk`
+    assert CalibrationSpec.from_dict(old).chunk == 32
+    assert bulk_chunk(CPU) == 32 and bulk_chunk(torch.device("cuda")) == GPU_CHUNK
     with pytest.raises(ValueError, match="multiple of"):
         build_calibration(CalibrationSpec("bulk", 8, 6, 1), CPU, contextlib.nullcontext)
 

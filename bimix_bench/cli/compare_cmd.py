@@ -92,11 +92,17 @@ def _print_speed(path: Path, doc: dict) -> None:
 def _plots(folder: Path, records: list[dict], table, speed_docs: dict) -> list[Path]:
     from bimix_bench.results import plots
 
+    from bimix_bench.results.tables import records_frame
+
     written = []
     if table is not None:
+        per_seed = records_frame(records)
         for (task, subtask, budget), group in table.groupby(["task", "subtask", "budget"], sort=False):
             if group["mean"].notna().any():
-                fig = plots.quality_vs_throughput(group, title=f"{task}/{subtask} ({budget})")
+                seeds = per_seed[(per_seed["task"] == task) & (per_seed["subtask"] == subtask)
+                                 & (per_seed["budget"] == budget)]
+                fig = plots.quality_vs_throughput(group, title=f"{task}/{subtask} ({budget})",
+                                                  seeds=seeds)
                 written.append(plots.save_figure(
                     fig, folder / f"quality_vs_throughput_{plots.safe_name(task, subtask, budget)}.png"))
         for (task, subtask, budget), series in plots.record_context_series(records).items():

@@ -79,7 +79,9 @@ def complete_pending(run_dir: Path, cfg: dict[str, Any], task, device: torch.dev
                 data_cache[key[:2]] = task.load(record["subtask"], cfg["task"], record["seed"], data_dir)
             data = data_cache[key[:2]]
             model, _ = load_checkpoint(weights, device)
+            throughput_start = time.perf_counter()
             record_throughput(record, model, data, cfg, device, batch_size_for(cfg, data.context))
+            record.setdefault("timings_s", {})["throughput"] = time.perf_counter() - throughput_start
             for figure in record["throughput"].values():
                 if figure is not None:
                     figure["method"] += MEASURED_ALONE

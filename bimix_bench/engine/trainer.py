@@ -43,7 +43,8 @@ class TrainResult:
     best_val: dict[str, float]
     best_state: dict[str, torch.Tensor]  # on CPU
     history: list[dict[str, Any]] = field(default_factory=list)
-    train_time_s: float = 0.0
+    train_time_s: float = 0.0  # the whole loop, validation included
+    validation_time_s: float = 0.0
 
 
 def batch_size_for(cfg: dict[str, Any], context: int) -> int:
@@ -132,10 +133,12 @@ def train_model(
         info = StepInfo(step + 1, total_steps, float(loss.item()), lr, 0.0)
 
         if is_main and ((step + 1) % eval_every == 0 or step + 1 == total_steps):
+            validation_start = time.perf_counter()
             val = evaluate_split(
                 model, data, "val", device, int(eval_cfg["batch_size"]),
                 limit=int(eval_cfg["val_examples"]), autocast=autocast,
             )
+            result.validation_time_s += time.perf_counter() - validation_start
             info.val = val
             result.history.append({"step": step + 1, "train_loss": info.loss, "val": val})
             score = selection_score(data.objective, val)

@@ -73,9 +73,12 @@ def pareto_front(points: list[tuple[float, float]], higher_y_is_better: bool = T
 
 def quality_vs_throughput(group: pd.DataFrame,
                           speeds: tuple[str, ...] = ("train_tokens_per_s", "inference_tokens_per_s"),
-                          title: str = "") -> Figure:
+                          title: str = "", seeds: pd.DataFrame | None = None) -> Figure:
     """One panel per speed column for one (task, subtask, budget) of a comparison table
-    (columns model, metric, direction, mean, ci95 and the speeds)."""
+    (columns model, metric, direction, mean, n_ok, ci95 and the speeds). With `seeds` (rows
+    of tables.records_frame: model, status, metric_value), every seed is drawn as a small dot
+    at its model's speed. Error bars (95% CI) are drawn from three seeds on: with two, the
+    t-interval is wider than most metrics' range and says less than the two dots."""
     metric = next((m for m in group["metric"] if isinstance(m, str)), "quality")
     higher = next((d for d in group["direction"] if isinstance(d, str)), "max") == "max"
     fig = Figure(figsize=(5.2 * len(speeds), 4.2), layout="constrained")
@@ -84,20 +87,29 @@ def quality_vs_throughput(group: pd.DataFrame,
         rows = group[group[speed].notna() & group["mean"].notna()]
         points = [(float(r[speed]), float(r["mean"])) for _, r in rows.iterrows()]
         for (_, r), (x, y) in zip(rows.iterrows(), points):
-            err = float(r["ci95"]) if isinstance(r["ci95"], float) and not math.isnan(r["ci95"]) else 0.0
-            ax.errorbar([x], [y], yerr=[err], fmt="o", capsize=3, label=r["model"])
+            ci = r.get("ci95")
+            err = float(ci) if r.get("n_ok", 0) >= 3 and isinstance(ci, float) and not math.isnan(ci) else 0.0
+            line = ax.errorbar([x], [y], yerr=[err], fmt="o", capsize=3, label=r["model"])
+            if seeds is not None:
+                mine = seeds[(seeds["model"] == r["model"]) & (seeds["status"] == "ok")]
+                values = mine["metric_value"].dropna().astype(float).tolist()
+                if len(values) > 1:
+                    ax.scatter([x] * len(values), values, s=160, alpha=0.7, marker="_", linewidths=2,
+                               color=line.lines[0].get_color())
             ax.annotate(r["model"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         front = pareto_front(points, higher)
         if front:
             ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--",
-                    color="0.4", linewidth=1, label="Pareto front")
+                    color="0.4", linewidth=1, label="Pareto front (means)")
         ax.set_xscale("log")
         ax.set_xlabel(SPEED_LABELS.get(speed, speed))
         ax.set_ylabel(f"{metric} ({'higher' if higher else 'lower'} is better)")
         ax.grid(True, alpha=0.3)
         if points:
             ax.legend(fontsize=7)
-    fig.suptitle(title or "quality vs throughput")
+    if seeds is not None and (group["n_ok"] > 1).any():
+        title = f"{title or 'quality vs throughput'}: dot = mean, dashes = single seeds, bars = 95% CI (3+ seeds)"
+    fig.suptitle(title or "quality vs throughput", fontsize=10 if seeds is not None else None)
     return fig
 
 

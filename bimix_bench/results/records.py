@@ -127,8 +127,9 @@ _TOP_LEVEL = (
     "throughput", "peak_memory_bytes", "wall_time_s", "backends", "data", "config",
     "config_hash", "environment", "extras",
 )
-# Present only for multi-process (torchrun) runs: world size, tokens/s per GPU over one GPU.
-_OPTIONAL_TOP_LEVEL = ("distributed",)
+# "distributed": only for multi-process (torchrun) runs: world size, tokens/s per GPU over one
+# GPU. "timings_s": seconds per phase of the cell (records before it was added lack it).
+_OPTIONAL_TOP_LEVEL = ("distributed", "timings_s")
 _PARAMS_INT = ("total", "non_embedding", "target_non_embedding")
 _ARCH_INT = ("d_model", "n_layers", "n_heads", "ffn_hidden", "max_seq_len")
 
@@ -191,6 +192,9 @@ def validate_record(rec: dict) -> None:
         c.int_("peak_memory_bytes", rec["peak_memory_bytes"], minimum=0)
     if "wall_time_s" in rec:
         c.number("wall_time_s", rec["wall_time_s"], minimum=0)
+    if "timings_s" in rec and c.dict_("timings_s", rec["timings_s"]):
+        for phase, seconds in rec["timings_s"].items():
+            c.number(f"timings_s.{phase}", seconds, minimum=0)
     if "backends" in rec and c.dict_("backends", rec["backends"]):
         for key, value in rec["backends"].items():
             c.str_(f"backends.{key}", value)

@@ -11,7 +11,8 @@ project's models, or their regressions would cancel too):
   a token mixer, a gated output projection, then a SwiGLU MLP, all with fixed seeded weights.
   "bulk"  (forward and train-step figures): a (rows, width) sequence; the mixer is causal
           softmax attention inside chunks plus a decaying linear-attention state carried from
-          chunk to chunk by a Python loop (the shape of the chunked kernels of the models).
+          chunk to chunk by a Python loop (the shape of the chunked kernels of the models);
+          chunks of 32 tokens on a CPU, 512 on a GPU (see GPU_CHUNK).
   "steps" (decode figures): `steps` sequential single-token steps for `rows` sequences.
           Per layer and step: the convolution window, position-phased (cos/sin) query and key
           features feeding a decaying linear-attention state, a ring buffer of recent values
@@ -32,7 +33,12 @@ import torch.nn.functional as F
 
 KINDS = ("bulk", "steps")
 HEADS = 4
-CHUNK = 32
+CHUNK = 32  # the bulk chunk on a CPU, and in every document written before `chunk` existed
+# On a GPU a chunk of 32 makes the bulk calibration a Python loop of ~25K kernel launches
+# (0.8 s per call on an H200 at the `small` budget): launch-bound, so it measured the host's
+# launch speed, 15x longer than the model calls it was paired with. Larger chunks keep it
+# device-bound and about as long as a model call.
+GPU_CHUNK = 512
 CONV = 4  # taps of the short causal convolution
 WINDOW = 16  # decode ring buffer, tokens
 BANDS = 4  # window kernels mixed by the gate
@@ -45,11 +51,12 @@ class CalibrationSpec:
     width: int  # model width (a multiple of HEADS)
     layers: int
     steps: int = 1  # sequential decode steps ("steps"); 1 for "bulk"
+    chunk: int = CHUNK  # tokens per chunk of the bulk mixer ("bulk")
 
     def describe(self) -> str:
         if self.kind == "bulk":
-            return (f"bulk calibration: {self.layers} layers of chunked attention + linear-"
-                    f"attention state + SwiGLU over ({self.rows}, {self.width})")
+            return (f"bulk calibration: {self.layers} layers of chunked attention (chunks of "
+                    f"{self.chunk}) + linear-attention state + SwiGLU over ({self.rows}, {self.width})")
         return (f"steps calibration: {self.steps} decode steps of {self.layers} recurrent layers + "
                 f"SwiGLU for ({self.rows}, {self.width})")
 
@@ -59,7 +66,11 @@ class CalibrationSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CalibrationSpec":
         return cls(str(data["kind"]), int(data["rows"]), int(data["width"]), int(data["layers"]),
-                   int(data.get("steps", 1)))
+                   int(data.get("steps", 1)), int(data.get("chunk", CHUNK)))
+
+
+def bulk_chunk(device: torch.device) -> int:
+    return GPU_CHUNK if device.type == "cuda" else CHUNK
 
 
 def calibration_width(non_embedding_params: int, n_layers: int) -> int:
@@ -70,9 +81,9 @@ def calibration_width(non_embedding_params: int, n_layers: int) -> int:
 
 
 def default_calibrations(tokens_per_batch: int, decode_batch: int, decode_tokens: int,
-                         width: int, layers: int) -> dict[str, CalibrationSpec]:
+                         width: int, layers: int, chunk: int = CHUNK) -> dict[str, CalibrationSpec]:
     return {
-        "bulk": CalibrationSpec("bulk", tokens_per_batch, width, layers),
+        "bulk": CalibrationSpec("bulk", tokens_per_batch, width, layers, chunk=chunk),
         "steps": CalibrationSpec("steps", max(1, decode_batch), width, layers, max(1, decode_tokens)),
     }
 
@@ -98,12 +109,17 @@ def build_calibration(spec: CalibrationSpec, device: torch.device,
         "log_decay": (-torch.rand(HEADS, generator=gen)).to(device),
     } for _ in range(spec.layers)]
     x0 = torch.randn(spec.rows, D, generator=gen).to(device)  # (rows, D)
-    body = _bulk if spec.kind == "bulk" else _steps
+    if spec.kind == "bulk":
+        def body() -> None:
+            _bulk(x0, layers, spec.chunk)
+    else:
+        def body() -> None:
+            _steps(x0, layers, spec.steps)
 
     @torch.no_grad()
     def run() -> None:
         with autocast():
-            body(x0, layers, spec.steps)
+            body()
 
     return run
 
@@ -113,9 +129,9 @@ def _mlp(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
     return x + (F.silu(gate) * up) @ w["down"]
 
 
-def _bulk(x: torch.Tensor, layers: list[dict[str, torch.Tensor]], steps: int) -> torch.Tensor:
+def _bulk(x: torch.Tensor, layers: list[dict[str, torch.Tensor]], chunk: int) -> torch.Tensor:
     T, D = x.shape
-    C = min(CHUNK, T)
+    C = min(chunk, T)
     n, Dh = T // C, D // HEADS
     x = x[: n * C]  # whole chunks only
     causal = torch.ones(C, C, dtype=torch.bool, device=x.device).tril()

@@ -9,7 +9,9 @@ One JSON object (format "bimix-bench-speed", version 1):
   injected_slowdown  {model: factor} when the test-only hook was active, else {}
   models       {name: {options, cells: [{context, status, reason, arch, params_non_embedding,
                batch_rows, peak_memory_bytes, figures: {kind: {tokens_per_s, ratio,
-               ratio_samples, backend, method}}, unavailable: {kind: reason}}]}}
+               ratio_samples, seconds_samples, calibration_seconds_samples, backend, method}},
+               unavailable: {kind: reason}}]}}   (the two raw-time lists are absent in
+               documents written before they were added)
 A figure's `ratio` is the median over rounds of tokens processed in the time of one call of its
 calibration; `tokens_per_s` is the plain median rate, for people.
 """

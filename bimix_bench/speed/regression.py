@@ -199,11 +199,17 @@ def merge_measurements(first: dict[str, Any], second: dict[str, Any]) -> dict[st
                     figures[kind] = fig
                     continue
                 samples = list(fig["ratio_samples"]) + list(fig2["ratio_samples"])
-                figures[kind] = {**fig, "ratio": statistics.median(samples), "ratio_samples": samples,
+                raw = {key: list(fig[key]) + list(fig2[key]) for key in RAW_SAMPLES
+                       if key in fig and key in fig2}
+                figures[kind] = {**{k: v for k, v in fig.items() if k not in RAW_SAMPLES}, **raw,
+                                 "ratio": statistics.median(samples), "ratio_samples": samples,
                                  "tokens_per_s": statistics.median([fig["tokens_per_s"],
                                                                     fig2["tokens_per_s"]])}
             entry["cells"][i] = {**cell, "figures": figures}
     return merged
+
+
+RAW_SAMPLES = ("seconds_samples", "calibration_seconds_samples")
 
 
 def remeasure(reference: dict[str, Any], log: Callable[[str], None] | None = None,

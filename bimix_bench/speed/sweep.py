@@ -45,6 +45,7 @@ from bimix_bench.registry import MODELS
 from bimix_bench.speed.calibration import (
     CalibrationSpec,
     build_calibration,
+    bulk_chunk,
     calibration_width,
     default_calibrations,
 )
@@ -160,7 +161,7 @@ def _run(settings: SweepSettings, device: torch.device, log: Callable[[str], Non
         settings.tokens_per_batch, batch_rows(settings.tokens_per_batch, contexts[len(contexts) // 2]),
         settings.decode_tokens,
         calibration_width(int(budget["params"]["non_embedding"]), int(budget["arch"]["n_layers"])),
-        int(budget["arch"]["n_layers"]),
+        int(budget["arch"]["n_layers"]), chunk=bulk_chunk(device),
     )
     calibrations = {kind: Timed(build_calibration(spec, device, autocast))
                     for kind, spec in specs.items()}
@@ -322,6 +323,10 @@ def _finish(cell: _Cell, settings: SweepSettings, device: torch.device, precisio
             "tokens_per_s": pair.median_rate(),
             "ratio": pair.median_ratio(),
             "ratio_samples": [round(r, 6) for r in pair.ratios],
+            # The raw times behind the ratios: which side of a ratio is noisy (the model or the
+            # calibration) shows here, not in the ratios.
+            "seconds_samples": [round(w, 7) for w in pair.workload_s],
+            "calibration_seconds_samples": [round(c, 7) for c in pair.calibration_s],
             "calibration_calls": pair.calibration_calls,
             "backend": w.backend,
             "method": (f"{METHOD[kind]}; batch {w.shape} {precision}; median of {settings.repeats} "

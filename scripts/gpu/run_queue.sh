@@ -3,13 +3,15 @@
 #   source scripts/gpu/setup_env.sh && bash scripts/gpu/run_queue.sh SECONDS QUEUE_FILE
 # QUEUE_FILE lines (blank lines and # comments are skipped):
 #   run NAME GPUS RUN_OPTIONS...   bimix-bench run --budget small RUN_OPTIONS [--gpus GPUS] into
-#                                  runs/gpu/NAME, or --resume it when the folder exists; GPUS
-#                                  "-" runs in this process
+#                                  results/gpu/NAME, or --resume it when the folder exists (so a
+#                                  committed partial folder is continued, not started again);
+#                                  GPUS "-" runs in this process
 #   cmd NAME SHELL_COMMAND...      any command (runs/gpu/NAME is $JOB, created for it)
-# A job that finished (runs/gpu/NAME.done) is skipped; the one running at the deadline is
-# interrupted with SIGINT (run folders stay resumable: the next session resumes them when
-# runs/gpu travels back, e.g. with the device's `carry`). With $OUT set, every job folder is packed,
-# without weights and training states, into $OUT/NAME.tgz with its log.
+# A job that finished here (runs/gpu/NAME.done) is skipped; the one running at the deadline is
+# interrupted with SIGINT and its run folder stays resumable. Logs: runs/gpu/NAME.log. With $OUT
+# set, every job's folder is packed, without weights and training states, into $OUT/NAME.tgz with
+# its log. (Triton's kernel cache does not travel: after one session's jobs it held 773 kernels
+# in 346 MB, more than a GPU call may carry, so every fresh machine compiles again.)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 deadline=$(( $(date +%s) + $1 )); queue="$2"
@@ -19,8 +21,9 @@ while read -r kind name rest; do
   [[ -f "runs/gpu/$name.done" ]] && { echo "= $name done"; continue; }
   left=$(( deadline - $(date +%s) ))
   (( left > 30 )) || { echo "= $name: no time left"; break; }
-  job="runs/gpu/$name"
+  job="runs/gpu/$name"; log="$job.log"
   if [[ "$kind" == run ]]; then
+    job="results/gpu/$name"
     read -r gpus opts <<<"$rest"
     workers=""; [[ "$gpus" != "-" ]] && workers="--gpus $gpus"
     if [[ -f "$job/config.yaml" ]]; then
@@ -31,17 +34,19 @@ while read -r kind name rest; do
   else
     mkdir -p "$job"; command="$rest"
   fi
-  echo "+ [$name, ${left}s left] $command" | tee -a "$job.log"
+  echo "+ [$name, ${left}s left] $command" | tee -a "$log"
   start=$(date +%s)
-  JOB="$job" timeout -s INT -k 30 "$left" bash -c "$command" >>"$job.log" 2>&1
+  JOB="$job" timeout -s INT -k 30 "$left" bash -c "$command" >>"$log" 2>&1
   status=$?
-  echo "= $name: exit $status after $(( $(date +%s) - start ))s" | tee -a "$job.log"
-  (( status == 0 )) && touch "$job.done"
+  echo "= $name: exit $status after $(( $(date +%s) - start ))s" | tee -a "$log"
+  (( status == 0 )) && touch "runs/gpu/$name.done"
+  echo "$job" >>runs/gpu/touched
 done <"$queue"
-if [[ -n "${OUT:-}" ]]; then
-  for job in runs/gpu/*/; do
+if [[ -n "${OUT:-}" && -f runs/gpu/touched ]]; then
+  for job in $(sort -u runs/gpu/touched); do
     name=$(basename "$job")
     tar czf "$OUT/$name.tgz" --exclude='*.pt' --exclude='state' --exclude='pending' \
-      -C runs/gpu "$name" $(cd runs/gpu && ls "$name.log" "$name.done" 2>/dev/null)
+      --exclude='checkpoints' -C "$(dirname "$job")" "$name" \
+      -C "$PWD/runs/gpu" $(cd runs/gpu && ls "$name.log" "$name.done" 2>/dev/null)
   done
 fi

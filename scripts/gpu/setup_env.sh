@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Source on a GPU machine without network: installs carried wheels (fla-core, mamba_ssm, ...)
-# from .whl/ into a private target and puts the checkout on PYTHONPATH.
+# from .whl/ (made by scripts/gpu/fetch_wheels.sh) into a private target and puts the checkout
+# on PYTHONPATH.
 #   source scripts/gpu/setup_env.sh
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
