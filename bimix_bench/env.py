@@ -74,9 +74,14 @@ def _source_root() -> Path | None:
     return root if (root / ".git").exists() else None  # .git is a file in worktrees
 
 
+# Changes here do not change what runs: committed result folders that a resumed run appends
+# to, and scratch runs. Counting them marked every resumed run as dirty.
+_NOT_CODE = ("results", "runs")
+
+
 def _git_state(root: Path | None) -> tuple[str | None, bool | None]:
-    """(HEAD sha, uncommitted changes to tracked files) of `root`; (None, None) outside a
-    checkout, when git is missing or refuses the repository."""
+    """(HEAD sha, uncommitted changes to tracked files outside _NOT_CODE) of `root`;
+    (None, None) outside a checkout, when git is missing or refuses the repository."""
     if root is None:
         return None, None
     # Optional locks off: a status call must never contend with a concurrent git command.
@@ -92,7 +97,8 @@ def _git_state(root: Path | None) -> tuple[str | None, bool | None]:
             return None
         return out.stdout if out.returncode == 0 else None
 
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                 *(f":(exclude){path}" for path in _NOT_CODE))
     if status is None:
         return None, None
     head = git("rev-parse", "--verify", "--quiet", "HEAD")  # None before the first commit

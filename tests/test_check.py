@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import statistics
 
 import pytest
 from typer.testing import CliRunner
@@ -108,6 +109,48 @@ def test_confirmation_pools_the_samples_of_both_runs():
     assert fig["seconds_samples"] == [0.3, 0.2, 0.1]  # the raw times stay with their ratios
     assert fig["ratio"] == pytest.approx(92.5)
     assert first["models"]["a"]["cells"][0]["figures"]["forward"]["ratio"] == 80.0  # untouched
+
+
+def gpu_doc(seconds: dict[str, list[float]], calibration_ratio: dict[str, float]) -> dict:
+    """A GPU document for model "a": per kind its raw seconds per round, and a calibration
+    ratio that need not move with them (a launch-bound calibration on a busy host)."""
+    doc = make_doc({"a": {16: dict(calibration_ratio)}}, "NVIDIA H200", "cuda")
+    for kind, samples in seconds.items():
+        fig = doc["models"]["a"]["cells"][0]["figures"][kind]
+        fig["seconds_samples"] = samples
+        fig["tokens_per_s"] = 1000 / statistics.median(samples)  # 1000 tokens per call
+    return doc
+
+
+def test_gpu_forward_and_train_are_judged_on_the_fastest_round():
+    ref = gpu_doc({"forward": [0.010, 0.011, 0.012], "train": [0.030, 0.031]},
+                  {"forward": 100.0, "train": 100.0})
+    # The calibration ratio halved (host load), the device-bound calls did not slow down; one
+    # disturbed round does not count either.
+    noisy = gpu_doc({"forward": [0.0101, 0.020, 0.019], "train": [0.030, 0.045]},
+                    {"forward": 50.0, "train": 50.0})
+    result = compare_documents(ref, noisy, tolerance=0.10)
+    assert result.passed, [(f.kind, f.change) for f in result.figures]
+    assert {f.basis for f in result.figures} == {"device"}
+    assert result.figures[0].reference_score == pytest.approx(1000 / 0.010)  # fastest round
+    # A real slowdown moves every round, the fastest too.
+    slow = gpu_doc({"forward": [0.0125, 0.013, 0.014], "train": [0.030, 0.031]},
+                   {"forward": 100.0, "train": 100.0})
+    result = compare_documents(ref, slow, tolerance=0.10)
+    assert [(f.kind, round(f.change, 3)) for f in result.offenders] == [("forward", -0.2)]
+
+
+def test_gpu_decode_and_old_documents_stay_on_the_calibration():
+    # Decode is host-bound: judged on its ratio to the (host-bound) steps calibration.
+    ref = gpu_doc({"decode": [0.1, 0.1]}, {"decode": 100.0})
+    now = gpu_doc({"decode": [0.2, 0.2]}, {"decode": 95.0})
+    result = compare_documents(ref, now, tolerance=0.10)
+    assert result.passed and result.figures[0].basis == "calibrated"
+    # A GPU reference written before raw seconds were stored has only ratios.
+    old = make_doc({"a": {16: {"forward": 100.0}}}, "NVIDIA H200", "cuda")
+    result = compare_documents(old, make_doc({"a": {16: {"forward": 80.0}}}, "NVIDIA H200", "cuda"),
+                               tolerance=0.10)
+    assert result.figures[0].basis == "calibrated" and not result.passed
 
 
 # ---------------------------------------------------------------------------------------------

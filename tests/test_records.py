@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import multiprocessing
+import os
 import socket
 import time
 import warnings
@@ -352,3 +353,33 @@ def test_environment_info_keys_and_speed():
     if len(host) >= 6:
         assert host not in text
     assert "hostname" not in text
+
+
+def test_git_dirty_counts_code_changes_but_not_result_folders(tmp_path):
+    import shutil
+    import subprocess
+
+    from bimix_bench.env import _git_state
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, env=env,
+                       capture_output=True)
+
+    (tmp_path / "results" / "run").mkdir(parents=True)
+    (tmp_path / "results" / "run" / "records.jsonl").write_text("{}\n")
+    (tmp_path / "model.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "start")
+    sha, dirty = _git_state(tmp_path)
+    assert len(sha) == 40 and dirty is False
+    # A resumed run appends to a committed result folder: still the committed code.
+    (tmp_path / "results" / "run" / "records.jsonl").write_text("{}\n{}\n")
+    assert _git_state(tmp_path) == (sha, False)
+    (tmp_path / "model.py").write_text("x = 2\n")
+    assert _git_state(tmp_path) == (sha, True)

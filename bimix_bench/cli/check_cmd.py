@@ -19,7 +19,9 @@ OVERSUBSCRIBED = 0.8
 def check(
     reference: Path = typer.Option(..., "--reference", "-r", help="Reference speed document (JSON)."),
     tolerance: float = typer.Option(
-        0.10, "--tolerance", help="Allowed relative drop of a figure's calibration ratio (0.10 = 10%)."),
+        0.10, "--tolerance", help="Allowed relative drop of a figure's score (0.10 = 10%): its "
+        "ratio to the in-run calibration, or on a GPU its fastest-round tokens/s for forward "
+        "and train."),
     update: bool = typer.Option(False, "--update", help="Rewrite the reference with this measurement."),
     measured: Path = typer.Option(
         None, "--measured", help="Compare this speed document instead of measuring now."),
@@ -31,8 +33,9 @@ def check(
     out: Path = typer.Option(None, "--out", "-o", help="Also write this measurement (JSON) here."),
 ) -> None:
     """Re-measure what the reference lists (same models, architectures, contexts, kinds, shapes,
-    calibration and thread count) and compare each figure's ratio to the in-run calibration with
-    the reference's. Exit 1 with a table of offenders when one falls more than the tolerance
+    calibration and thread count) and compare each figure's score with the reference's: its
+    ratio to the in-run calibration, except GPU forward and train figures, which are
+    device-bound and compared on their fastest round's tokens/s within the device class. Exit 1 with a table of offenders when one falls more than the tolerance
     below the reference; exit 2 when the reference was measured on another device class."""
     from bimix_bench.speed.document import read_document, write_document
     from bimix_bench.speed.regression import (
@@ -86,7 +89,7 @@ def check(
     changes = sorted(f.corrected(result.drift) for f in result.figures if f.change is not None)
     summary = f"{len(result.figures)} figures vs {reference} ({ref['device']['class']})"
     if changes:
-        summary += (f"; common drift {result.drift:+.1%}; corrected ratio changes min "
+        summary += (f"; common drift {result.drift:+.1%}; corrected score changes min "
                     f"{changes[0]:+.1%}, median {changes[len(changes) // 2]:+.1%}, max "
                     f"{changes[-1]:+.1%}; tolerance {tolerance:.0%}")
     if result.passed:
@@ -136,15 +139,15 @@ def _registered(ref: dict, names: list[str] | None) -> list[str]:
 
 def _offender_table(result) -> Table:
     table = Table(title=f"throughput regressions (tolerance {result.tolerance:.0%})")
-    for column in ("model", "ctx", "kind", "ratio ref → now", "change (drift-corrected)",
+    for column in ("model", "ctx", "kind", "score ref → now", "basis", "change (drift-corrected)",
                    "tok/s ref → now"):
         table.add_column(column, overflow="fold")
     for f in result.offenders:
-        if f.measured_ratio is None:
-            ratio, change, speed = f"{f.reference_ratio:.4g} → -", f.problem or "not measured", "-"
+        if f.measured_score is None:
+            score, change, speed = f"{f.reference_score:.4g} → -", f.problem or "not measured", "-"
         else:
-            ratio = f"{f.reference_ratio:.4g} → {f.measured_ratio:.4g}"
+            score = f"{f.reference_score:.4g} → {f.measured_score:.4g}"
             change = f"{f.change:+.1%} ({f.corrected(result.drift):+.1%})"
             speed = f"{f.reference_tokens_per_s:,.0f} → {f.measured_tokens_per_s:,.0f}"
-        table.add_row(f.model, str(f.context), f.kind, ratio, change, speed)
+        table.add_row(f.model, str(f.context), f.kind, score, f.basis, change, speed)
     return table

@@ -1,17 +1,28 @@
 """Throughput regressions: a measurement against a reference speed document.
 
-Figures are compared as ratios to the in-run calibration (see speed.calibration), never as
-absolute tokens/s, and only between documents of the same device class.
+Documents are compared only within one device class. Each figure is judged on a score (higher
+is faster) whose basis depends on what bounds its work:
+
+  "calibrated": the median ratio to the in-run calibration (see speed.calibration): tokens
+      processed in the time of one calibration call. Used for every CPU figure, and for GPU
+      decode: decoding token by token, like the "steps" calibration, is bound by the host's
+      kernel-launch speed, so load on the host slows both and cancels.
+  "device": tokens per second in the fastest round, from CUDA-event times. Used for GPU
+      forward and train figures. Their work is bound by the device, which the device class
+      pins. Contention on the host only adds time, so the fastest round is the least
+      disturbed one. The bulk calibration is too launch-bound on a GPU to cancel anything: on
+      an H200 its rounds varied by up to 97%, while the fastest of each 5 rounds of the
+      forward and train calls beside it agreed within 3% (docs/perf.md).
 
 Drift correction: what load from other processes does to a model's work is not exactly what
-it does to the calibration, so on a busy machine every figure of a run can shift together by a
-few percent. When the reference lists at least MIN_MODELS_FOR_DRIFT models, that common shift
-(the drift: the median over models of each model's median ratio change) is divided out of
+it does to the calibration (or a GPU's clock to every model alike), so every figure of a run
+can shift together by a few percent. When the reference lists at least MIN_MODELS_FOR_DRIFT models, that common shift
+(the drift: the median over models of each model's median score change) is divided out of
 every figure before judging it. A slowdown of one model, or of fewer than half of them, leaves
 the drift alone and shows in full; a slowdown of most models moves the drift itself, which is
 judged by the same tolerance ("all models slower").
 
-A figure regresses when its drift-corrected ratio change is below -tolerance; a cell that ran
+A figure regresses when its drift-corrected score change is below -tolerance; a cell that ran
 in the reference but not in the measurement (out of memory, failed, a kind that became
 unavailable) regresses too.
 """
@@ -27,32 +38,55 @@ from bimix_bench.speed.calibration import CalibrationSpec
 from bimix_bench.speed.document import iter_cells
 
 
+CALIBRATED, DEVICE = "calibrated", "device"
+DEVICE_BOUND_KINDS = ("forward", "train")  # on a GPU; decode is bound by the host
+
+
+def figure_basis(device_type: str, kind: str, *figures: dict[str, Any]) -> str:
+    """How a figure of this kind is judged on this device type (module docstring). Documents
+    written before raw seconds were stored are judged on the calibration."""
+    if (device_type == "cuda" and kind in DEVICE_BOUND_KINDS
+            and all(fig.get("seconds_samples") for fig in figures)):
+        return DEVICE
+    return CALIBRATED
+
+
+def figure_score(fig: dict[str, Any], basis: str) -> float:
+    """The figure's speed on `basis`: its median calibration ratio, or its tokens per second
+    in the fastest round (tokens per call = tokens_per_s x the median seconds)."""
+    if basis == CALIBRATED:
+        return float(fig["ratio"])
+    seconds = fig["seconds_samples"]
+    return float(fig["tokens_per_s"]) * statistics.median(seconds) / min(seconds)
+
+
 @dataclass
 class FigureCheck:
     model: str
     context: int
     kind: str
-    reference_ratio: float
-    measured_ratio: float | None  # None: not measured (see `problem`)
+    basis: str  # CALIBRATED or DEVICE
+    reference_score: float
+    measured_score: float | None  # None: not measured (see `problem`)
     reference_tokens_per_s: float
     measured_tokens_per_s: float | None
     problem: str | None = None  # why there is no measured figure
 
     @property
     def change(self) -> float | None:
-        """Relative change of the ratio (-0.2 = 20% slower than the reference)."""
-        if self.measured_ratio is None:
+        """Relative change of the score (-0.2 = 20% slower than the reference)."""
+        if self.measured_score is None:
             return None
-        return self.measured_ratio / self.reference_ratio - 1.0
+        return self.measured_score / self.reference_score - 1.0
 
     def corrected(self, drift: float) -> float | None:
         """The change with the run's common drift divided out."""
-        if self.measured_ratio is None:
+        if self.measured_score is None:
             return None
         return (1.0 + self.change) / (1.0 + drift) - 1.0
 
     def regressed(self, tolerance: float, drift: float = 0.0) -> bool:
-        return self.measured_ratio is None or self.corrected(drift) < -tolerance
+        return self.measured_score is None or self.corrected(drift) < -tolerance
 
 
 MIN_MODELS_FOR_DRIFT = 3
@@ -63,7 +97,7 @@ class CheckResult:
     tolerance: float
     figures: list[FigureCheck] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    drift: float = 0.0  # common ratio change of the run (0 when not estimated)
+    drift: float = 0.0  # common score change of the run (0 when not estimated)
 
     @property
     def offenders(self) -> list[FigureCheck]:
@@ -157,8 +191,10 @@ def compare_documents(reference: dict[str, Any], measured: dict[str, Any], toler
                 problem = f"{cell['status']}: {cell.get('reason')}"
             elif fig is None:
                 problem = (cell.get("unavailable") or {}).get(kind, "kind not measured")
+            basis = figure_basis(reference["device"]["type"], kind, ref, *([fig] if fig else []))
             result.figures.append(FigureCheck(
-                model, ref_cell["context"], kind, ref["ratio"], fig["ratio"] if fig else None,
+                model, ref_cell["context"], kind, basis, figure_score(ref, basis),
+                figure_score(fig, basis) if fig else None,
                 ref["tokens_per_s"], fig["tokens_per_s"] if fig else None, problem,
             ))
             if fig and fig.get("backend") != ref.get("backend"):
