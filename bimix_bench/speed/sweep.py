@@ -391,7 +391,8 @@ def _document(settings: SweepSettings, device: torch.device, precision: str, bud
             "Every timed call of a workload follows a timed call of its calibration; figures "
             "are medians over rounds. ratio = tokens per call x calibration seconds / workload "
             "seconds (machine-wide slowdowns cancel); tokens_per_s = tokens per call / median "
-            "workload seconds."
+            "workload seconds; seconds_samples and calibration_seconds_samples are every "
+            "round's raw times (check judges GPU forward and train figures by the fastest)."
         ),
         "models": models,
     }

@@ -5,7 +5,8 @@
 #   run NAME GPUS RUN_OPTIONS...   bimix-bench run --budget small RUN_OPTIONS [--gpus GPUS] into
 #                                  results/gpu/NAME, or --resume it when the folder exists (so a
 #                                  committed partial folder is continued, not started again);
-#                                  GPUS "-" runs in this process
+#                                  GPUS "-" runs in this process, "all" spreads cells over every
+#                                  visible GPU (in this process when there is only one)
 #   cmd NAME SHELL_COMMAND...      any command (runs/gpu/NAME is $JOB, created for it)
 # A job that finished here (runs/gpu/NAME.done) is skipped; the one running at the deadline is
 # interrupted with SIGINT and its run folder stays resumable. Logs: runs/gpu/NAME.log. With $OUT
@@ -25,6 +26,10 @@ while read -r kind name rest; do
   if [[ "$kind" == run ]]; then
     job="results/gpu/$name"
     read -r gpus opts <<<"$rest"
+    if [[ "$gpus" == all ]]; then
+      count=$(python3 -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+      gpus="-"; (( count > 1 )) && gpus=$(seq -s, 0 $(( count - 1 )))
+    fi
     workers=""; [[ "$gpus" != "-" ]] && workers="--gpus $gpus"
     if [[ -f "$job/config.yaml" ]]; then
       command="python3 -m bimix_bench run --resume $job $workers"
