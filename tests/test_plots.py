@@ -160,4 +160,5 @@ def test_metric_by_bucket_generic_over_prefix(tmp_path):
                                                             "0.6-0.8", "0.8-1.0"]
     bimix = next(c for c in ax.containers if c.get_label() == "bimix")  # errorbar: line + bars
     assert list(bimix.lines[0].get_ydata()) == pytest.approx([0.8, 0.8, 0.7, 0.6, 0.5])
+    assert ax.get_ylim() == pytest.approx((-0.02, 1.02))  # fractions: the whole range
     assert save_figure(fig, tmp_path / "d.png").stat().st_size > 1000

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from bimix_bench.results.records import read_records
 
@@ -55,10 +56,20 @@ def test_killed_mid_training_resumes_to_the_same_records(uninterrupted, tmp_path
     # Kill once the second cell has saved a training state, i.e. mid-way through its training.
     kill_when(proc, lambda: (out / "records.jsonl").exists() and any((out / "state").glob("*seed1.pt")))
     assert len(read_records(out)) == 1
+    # The saved state carries the time spent so far; mark it to see it reach the record.
+    (state_file,) = (out / "state").glob("*seed1.pt")
+    blob = torch.load(state_file, weights_only=False)
+    assert blob["train_time_s"] > 0
+    saved_step, blob["train_time_s"] = blob["step"], 1000.0
+    torch.save(blob, state_file)
     done = subprocess.run(cli("run", "--resume", str(out)), capture_output=True, text=True, env=ENV)
     assert done.returncode == 0, done.stderr
     assert "1 finished cells kept, 1 to run" in done.stdout
     assert quality(out) == quality(uninterrupted)
+    first, resumed = sorted(read_records(out), key=lambda r: r["seed"])
+    assert "resumed_at_steps" not in first and resumed["resumed_at_steps"] == [saved_step]
+    assert resumed["timings_s"]["training_steps"] + resumed["timings_s"]["validation"] >= 1000.0
+    assert resumed["wall_time_s"] < 1000.0  # this process only
     assert len((out / "records.jsonl").read_text().splitlines()) == 2  # nothing duplicated
     assert not list((out / "state").glob("*.pt"))  # state files are removed once recorded
 

@@ -313,12 +313,17 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
             metrics={"val": result.best_val, "test": test},
         )
         # Where the wall time went (kernel compilation and autotuning land in the first calls).
+        # Training and validation include earlier processes of a resumed cell; the rest is
+        # this process's, like wall_time_s.
+        this_process_training = result.train_time_s - result.earlier_train_time_s
         record["timings_s"] = {
-            "other": test_start - started - result.train_time_s,  # sizing, building, DDP timing
+            "other": test_start - started - this_process_training,  # sizing, building, DDP timing
             "training_steps": result.train_time_s - result.validation_time_s,
             "validation": result.validation_time_s,
             "test": time.perf_counter() - test_start,
         }
+        if result.resumed_at_steps:
+            record["resumed_at_steps"] = result.resumed_at_steps
         record["data"] = {**data.meta, "tokens_trained_padded": result.tokens_trained_padded,
                           "train_history": result.history}
         record["extras"] = {f"layer{i}": m.record_extras() for i, m in enumerate(model.mixers)

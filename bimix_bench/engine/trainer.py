@@ -43,8 +43,12 @@ class TrainResult:
     best_val: dict[str, float]
     best_state: dict[str, torch.Tensor]  # on CPU
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Summed over every process that trained this cell: a resumed run adds the time its saved
+    # state carries (steps redone after an interruption are not counted twice).
     train_time_s: float = 0.0  # the whole loop, validation included
     validation_time_s: float = 0.0
+    earlier_train_time_s: float = 0.0  # the part of train_time_s spent by earlier processes
+    resumed_at_steps: list[int] = field(default_factory=list)  # where each resumption began
 
 
 def batch_size_for(cfg: dict[str, Any], context: int) -> int:
@@ -100,6 +104,10 @@ def train_model(
             next(batches)
     window_tokens, window_start = 0, time.perf_counter()
     start = time.perf_counter()
+
+    def loop_time() -> float:
+        return result.earlier_train_time_s + time.perf_counter() - start
+
     for step in range(first_step, total_steps):
         model.train()
         global_batch = next(batches)
@@ -147,6 +155,7 @@ def train_model(
                 result.best_step, result.best_val = step + 1, val
                 result.best_state = _cpu_state(model)
             if state_path is not None and is_main:
+                result.train_time_s = loop_time()
                 _save_training_state(state_path, model, optimizer, result, best_score)
             window_tokens, window_start = 0, time.perf_counter()  # don't time evaluation
         else:
@@ -155,7 +164,7 @@ def train_model(
             info.tokens_per_s = window_tokens / elapsed if elapsed > 0 else 0.0
         if on_step:
             on_step(info)
-    result.train_time_s = time.perf_counter() - start
+    result.train_time_s = loop_time()
     return result
 
 
@@ -173,6 +182,8 @@ def _save_training_state(path: Path, model, optimizer, result: TrainResult, best
         "best_state": result.best_state, "history": result.history,
         "tokens_trained": result.tokens_trained, "tokens_trained_padded": result.tokens_trained_padded,
         "torch_rng": torch.get_rng_state(),
+        "train_time_s": result.train_time_s, "validation_time_s": result.validation_time_s,
+        "resumed_at_steps": result.resumed_at_steps,
     }
     tmp = path.with_suffix(".tmp")
     torch.save(blob, tmp)
@@ -189,4 +200,7 @@ def _load_training_state(path: Path, model, optimizer, result: TrainResult, devi
     result.best_state, result.history = blob["best_state"], blob["history"]
     result.tokens_trained = blob["tokens_trained"]
     result.tokens_trained_padded = blob["tokens_trained_padded"]
+    result.earlier_train_time_s = blob.get("train_time_s", 0.0)  # absent in older state files
+    result.validation_time_s = blob.get("validation_time_s", 0.0)
+    result.resumed_at_steps = [*blob.get("resumed_at_steps", []), blob["step"]]
     return blob["step"], blob["best_score"]

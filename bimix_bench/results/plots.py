@@ -31,6 +31,8 @@ SPEED_LABELS = {
     "decode": "decode tokens/s",
 }
 METRIC_NAMES = {"em": "exact match", "f1": "F1", "bpb": "bits per byte", "acc": "accuracy"}
+# Fractions in [0, 1]: drawn on the whole range so that plots of runs compare by eye.
+FRACTION_METRICS = {"em", "f1", "acc"}
 BUCKET_AXES = {
     "depth": "evidence depth (fraction of the context)",
     "pos": "position in the context (tokens)",
@@ -259,6 +261,8 @@ def metric_by_bucket(records: list[dict], prefix: str, buckets: list[str] | None
     ax.set_xlabel(xlabel or BUCKET_AXES.get(axis, axis or "bucket"))
     name = METRIC_NAMES.get(metric, metric or prefix)
     ax.set_ylabel(ylabel or f"{name} ({split}, mean over seeds, 95% CI)")
+    if metric in FRACTION_METRICS:
+        ax.set_ylim(-0.02, 1.02)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.suptitle(title or prefix)

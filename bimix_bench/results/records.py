@@ -93,6 +93,12 @@ class _Checker:
             return False
         return True
 
+    def list_(self, field: str, value: Any) -> bool:
+        if not isinstance(value, list):
+            self.fail(field, f"expected a list, got {_describe(value)}")
+            return False
+        return True
+
     def dict_(self, field: str, value: Any) -> bool:
         if not isinstance(value, dict):
             self.fail(field, f"expected an object, got {_describe(value)}")
@@ -129,7 +135,9 @@ _TOP_LEVEL = (
 )
 # "distributed": only for multi-process (torchrun) runs: world size, tokens/s per GPU over one
 # GPU. "timings_s": seconds per phase of the cell (records before it was added lack it).
-_OPTIONAL_TOP_LEVEL = ("distributed", "timings_s")
+# "resumed_at_steps": the steps at which training continued from a saved state after an
+# interruption (then wall_time_s covers the last process only, timings_s the whole training).
+_OPTIONAL_TOP_LEVEL = ("distributed", "timings_s", "resumed_at_steps")
 _PARAMS_INT = ("total", "non_embedding", "target_non_embedding")
 _ARCH_INT = ("d_model", "n_layers", "n_heads", "ffn_hidden", "max_seq_len")
 
@@ -195,6 +203,9 @@ def validate_record(rec: dict) -> None:
     if "timings_s" in rec and c.dict_("timings_s", rec["timings_s"]):
         for phase, seconds in rec["timings_s"].items():
             c.number(f"timings_s.{phase}", seconds, minimum=0)
+    if "resumed_at_steps" in rec and c.list_("resumed_at_steps", rec["resumed_at_steps"]):
+        for i, step in enumerate(rec["resumed_at_steps"]):
+            c.int_(f"resumed_at_steps[{i}]", step, minimum=0)
     if "backends" in rec and c.dict_("backends", rec["backends"]):
         for key, value in rec["backends"].items():
             c.str_(f"backends.{key}", value)

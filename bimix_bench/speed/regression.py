@@ -178,8 +178,8 @@ def compare_documents(reference: dict[str, Any], measured: dict[str, Any], toler
         if ref_cell["status"] != "ok":
             continue
         if model not in measured["models"]:
-            result.notes.append(f"{model} @ {ref_cell['context']}: not measured "
-                                "(model not registered here); not compared")
+            result.notes.append(f"{model} @ {ref_cell['context']}: not in the measurement "
+                                "(not registered where it ran, or not asked for); not compared")
             continue
         cell = found.get((model, ref_cell["context"]))
         for kind, ref in (ref_cell.get("figures") or {}).items():

@@ -11,8 +11,12 @@
 # A job that finished here (runs/gpu/NAME.done) is skipped; the one running at the deadline is
 # interrupted with SIGINT and its run folder stays resumable. Logs: runs/gpu/NAME.log. With $OUT
 # set, every job's folder is packed, without weights and training states, into $OUT/NAME.tgz with
-# its log. (Triton's kernel cache does not travel: after one session's jobs it held 773 kernels
-# in 346 MB, more than a GPU call may carry, so every fresh machine compiles again.)
+# its log; scripts/gpu/unpack_returned.sh puts those back into a checkout, which must happen
+# before the next call wherever each call gets a fresh copy of the working tree (a result folder
+# copied over with its old records would have its new cells trained again). Triton's kernel
+# cache does not travel: after one session's jobs it held 773 kernels in 346 MB, more than a GPU
+# call may carry, so every fresh machine compiles again (1-3 minutes per model, from the
+# records' timings_s).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 deadline=$(( $(date +%s) + $1 )); queue="$2"

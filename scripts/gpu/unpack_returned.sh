@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Put the job archives that scripts/gpu/run_queue.sh packed into $OUT back into this checkout:
+#   bash scripts/gpu/unpack_returned.sh QUEUE_FILE DIR_WITH_TGZ_FILES
+# `run` jobs go to results/gpu/NAME, `cmd` jobs to runs/gpu/NAME; logs and NAME.done markers to
+# runs/gpu/ (so the next session skips finished jobs when runs/gpu travels with it). Do this after
+# every GPU call whose machine gets the working tree copied afresh: the next call would otherwise
+# start from the result folders as they were before this one, and train their cells again.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+queue="$1"; from="$2"
+mkdir -p runs/gpu results/gpu
+scratch=$(mktemp -d); trap 'rm -rf "$scratch"' EXIT
+for archive in "$from"/*.tgz; do
+  [[ -e "$archive" ]] || { echo "no .tgz files in $from" >&2; exit 1; }
+  name=$(basename "$archive" .tgz)
+  kind=$(awk -v n="$name" '$1 !~ /^#/ && $2 == n {print $1; exit}' "$queue")
+  case "$kind" in
+    run) dest=results/gpu ;;
+    cmd) dest=runs/gpu ;;
+    *) echo "$name: not a job of $queue; left alone" >&2; continue ;;
+  esac
+  mkdir -p "$scratch/$name" && tar xzf "$archive" -C "$scratch/$name"
+  lines() { cat "$1" 2>/dev/null | wc -l; }
+  if (( $(lines "$scratch/$name/$name/records.jsonl") < $(lines "$dest/$name/records.jsonl") )); then
+    echo "$name: $archive holds fewer records than $dest/$name (an older call?); left alone" >&2
+    continue
+  fi
+  if [[ -d "$scratch/$name/$name" ]]; then
+    mkdir -p "$dest/$name"
+    cp -R "$scratch/$name/$name/." "$dest/$name/"
+  fi
+  for extra in "$name.log" "$name.done"; do
+    [[ -f "$scratch/$name/$extra" ]] && cp "$scratch/$name/$extra" runs/gpu/
+  done
+  records=$(cat "$dest/$name/records.jsonl" 2>/dev/null | wc -l)
+  echo "$name -> $dest/$name${records:+ ($records records)}$([[ -f runs/gpu/$name.done ]] && echo ', done')"
+done
