@@ -25,7 +25,9 @@ while read -r kind name rest; do
   [[ -z "${kind:-}" || "$kind" == \#* ]] && continue
   [[ -f "runs/gpu/$name.done" ]] && { echo "= $name done"; continue; }
   left=$(( deadline - $(date +%s) ))
-  (( left > 30 )) || { echo "= $name: no time left"; break; }
+  # SIGINT lands 35 s before the deadline and SIGKILL 5 s before it: a job that is slow to stop
+  # (e.g. interrupted inside a Triton compile) must not push the packing past the deadline.
+  (( left > 65 )) || { echo "= $name: no time left"; break; }
   job="runs/gpu/$name"; log="$job.log"
   if [[ "$kind" == run ]]; then
     job="results/gpu/$name"
@@ -45,7 +47,7 @@ while read -r kind name rest; do
   fi
   echo "+ [$name, ${left}s left] $command" | tee -a "$log"
   start=$(date +%s)
-  JOB="$job" timeout -s INT -k 30 "$left" bash -c "$command" >>"$log" 2>&1
+  JOB="$job" timeout -s INT -k 30 "$(( left - 35 ))" bash -c "$command" >>"$log" 2>&1
   status=$?
   echo "= $name: exit $status after $(( $(date +%s) - start ))s" | tee -a "$log"
   (( status == 0 )) && touch "runs/gpu/$name.done"
