@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Work through a queue of GPU jobs across time-limited sessions:
 #   source scripts/gpu/setup_env.sh && bash scripts/gpu/run_queue.sh SECONDS QUEUE_FILE
+# SECONDS is when everything, packing included, must be over: the running job gets SIGINT 35 s
+# before it and SIGKILL 5 s before it. Leave the call's own start-up (setup_env.sh, about 15 s
+# on a fresh machine) outside it: under a 600 s call limit, 540 is safe.
 # QUEUE_FILE lines (blank lines and # comments are skipped):
 #   run NAME GPUS RUN_OPTIONS...   bimix-bench run --budget small RUN_OPTIONS [--gpus GPUS] into
 #                                  results/gpu/NAME, or --resume it when the folder exists (so a
@@ -8,15 +11,15 @@
 #                                  GPUS "-" runs in this process, "all" spreads cells over every
 #                                  visible GPU (in this process when there is only one)
 #   cmd NAME SHELL_COMMAND...      any command (runs/gpu/NAME is $JOB, created for it)
-# A job that finished here (runs/gpu/NAME.done) is skipped; the one running at the deadline is
-# interrupted with SIGINT and its run folder stays resumable. Logs: runs/gpu/NAME.log. With $OUT
+# A job that finished here (runs/gpu/NAME.done) is skipped; the one running near the deadline is
+# interrupted and its run folder stays resumable. Logs: runs/gpu/NAME.log. With $OUT
 # set, every job's folder is packed, without weights and training states, into $OUT/NAME.tgz with
 # its log; scripts/gpu/unpack_returned.sh puts those back into a checkout, which must happen
 # before the next call wherever each call gets a fresh copy of the working tree (a result folder
-# copied over with its old records would have its new cells trained again). Triton's kernel
-# cache does not travel: after one session's jobs it held 773 kernels in 346 MB, more than a GPU
-# call may carry, so every fresh machine compiles again (1-3 minutes per model, from the
-# records' timings_s).
+# copied over with its old records would have its new cells trained again). The Triton kernel
+# cache is packed too, without its intermediate forms (scripts/gpu/triton_cache.sh); carrying
+# it (.triton_cache) spares a fresh machine of the same image the 1-3 minutes per model that
+# compiling takes (the records' timings_s).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 deadline=$(( $(date +%s) + $1 )); queue="$2"
@@ -53,6 +56,9 @@ while read -r kind name rest; do
   (( status == 0 )) && touch "runs/gpu/$name.done"
   echo "$job" >>runs/gpu/touched
 done <"$queue"
+if [[ -n "${OUT:-}" ]]; then
+  bash scripts/gpu/triton_cache.sh pack "$OUT/triton_cache.tar.gz"
+fi
 if [[ -n "${OUT:-}" && -f runs/gpu/touched ]]; then
   for job in $(sort -u runs/gpu/touched); do
     name=$(basename "$job")

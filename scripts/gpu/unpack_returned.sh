@@ -10,6 +10,10 @@ cd "$(dirname "$0")/../.."
 queue="$1"; from="$2"
 mkdir -p runs/gpu results/gpu
 scratch=$(mktemp -d); trap 'rm -rf "$scratch"' EXIT
+if [[ -f "$from/triton_cache.tar.gz" ]]; then  # carried to the next machine as .triton_cache
+  mkdir -p .triton_cache && cp "$from/triton_cache.tar.gz" .triton_cache/
+  echo "triton_cache.tar.gz -> .triton_cache/ (carry it to a fresh machine)"
+fi
 for archive in "$from"/*.tgz; do
   [[ -e "$archive" ]] || { echo "no .tgz files in $from" >&2; exit 1; }
   name=$(basename "$archive" .tgz)

@@ -1,0 +1,119 @@
+"""The shell scripts that carry the small-budget sweep across time-limited GPU calls:
+run_queue.sh (jobs, done markers, packing), unpack_returned.sh (archives back into a checkout,
+never replacing more records with fewer) and triton_cache.sh (kernels from one machine to the
+next). Each runs in a scratch copy of scripts/gpu, so the checkout's runs/ is never touched."""
+
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "gpu"
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("tar") is None,
+                                reason="needs bash and tar")
+
+
+@pytest.fixture
+def checkout(tmp_path) -> Path:
+    root = tmp_path / "checkout"
+    (root / "scripts").mkdir(parents=True)
+    shutil.copytree(SCRIPTS, root / "scripts" / "gpu")
+    return root
+
+
+def bash(root: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(["bash", *args], cwd=root, env=full_env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def write_records(path: Path, n: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f'{{"cell": {i}}}\n' for i in range(n)))
+
+
+def test_queue_runs_jobs_once_marks_them_done_and_packs_them(checkout, tmp_path):
+    queue = checkout / "q.queue"
+    queue.write_text("# a comment\n\ncmd first echo made > $JOB/made.txt\ncmd failing exit 3\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    done = bash(checkout, "scripts/gpu/run_queue.sh", "200", "q.queue", env={"OUT": str(out)})
+    assert done.returncode == 0, done.stderr
+    assert "= first: exit 0" in done.stdout and "= failing: exit 3" in done.stdout
+    assert (checkout / "runs/gpu/first.done").exists()
+    assert not (checkout / "runs/gpu/failing.done").exists()  # a failed job runs again next time
+    with tarfile.open(out / "first.tgz") as archive:
+        names = archive.getnames()
+    assert "first/made.txt" in names and "first.log" in names and "first.done" in names
+
+    again = bash(checkout, "scripts/gpu/run_queue.sh", "200", "q.queue")
+    assert "= first done" in again.stdout and "+ [failing" in again.stdout
+
+
+def test_queue_starts_nothing_it_could_not_stop_and_pack_in_time(checkout):
+    (checkout / "q.queue").write_text("cmd late echo ran\n")
+    result = bash(checkout, "scripts/gpu/run_queue.sh", "60", "q.queue")
+    assert "= late: no time left" in result.stdout
+    assert not (checkout / "runs/gpu/late.log").exists()
+
+
+def make_run_archive(directory: Path, name: str, n_records: int, done: bool) -> None:
+    staging = directory / "staging"
+    write_records(staging / name / "records.jsonl", n_records)
+    (staging / f"{name}.log").write_text("log\n")
+    if done:
+        (staging / f"{name}.done").write_text("")
+    members = [name, f"{name}.log"] + ([f"{name}.done"] if done else [])
+    with tarfile.open(directory / f"{name}.tgz", "w:gz") as archive:
+        for member in members:
+            archive.add(staging / member, arcname=member)
+    shutil.rmtree(staging)
+
+
+def test_unpack_puts_run_folders_back_and_never_replaces_more_records_with_fewer(checkout, tmp_path):
+    (checkout / "q.queue").write_text("run grown - --task mqar\nrun stale - --task lra\n")
+    write_records(checkout / "results/gpu/grown/records.jsonl", 2)
+    write_records(checkout / "results/gpu/stale/records.jsonl", 5)
+    returned = tmp_path / "returned"
+    returned.mkdir()
+    make_run_archive(returned, "grown", 4, done=True)
+    make_run_archive(returned, "stale", 3, done=False)
+    (returned / "triton_cache.tar.gz").write_bytes(b"kernels")
+
+    result = bash(checkout, "scripts/gpu/unpack_returned.sh", "q.queue", str(returned))
+    assert result.returncode == 0, result.stderr
+    assert len((checkout / "results/gpu/grown/records.jsonl").read_text().splitlines()) == 4
+    assert (checkout / "runs/gpu/grown.done").exists()
+    assert len((checkout / "results/gpu/stale/records.jsonl").read_text().splitlines()) == 5
+    assert "stale" in result.stderr and "fewer records" in result.stderr
+    assert (checkout / ".triton_cache/triton_cache.tar.gz").read_bytes() == b"kernels"
+
+
+def test_triton_cache_travels_without_intermediate_forms_and_keeps_local_kernels(checkout, tmp_path):
+    source = tmp_path / "cache_a"
+    (source / "h1").mkdir(parents=True)
+    for suffix in ("cubin", "json", "ptx", "llir", "ttir", "ttgir", "source"):
+        (source / "h1" / f"k.{suffix}").write_text(suffix)
+    (source / "h1" / "__grp__k.json").write_text("{}")
+    archive = tmp_path / "triton_cache.tar.gz"
+    packed = bash(checkout, "scripts/gpu/triton_cache.sh", "pack", str(archive),
+                  env={"TRITON_CACHE_DIR": str(source)})
+    assert packed.returncode == 0, packed.stderr
+    assert "1 kernels packed" in packed.stdout
+
+    target = tmp_path / "cache_b"
+    (target / "h1").mkdir(parents=True)
+    (target / "h1" / "k.cubin").write_text("compiled here")  # a kernel this machine already has
+    unpacked = bash(checkout, "scripts/gpu/triton_cache.sh", "unpack", str(archive),
+                    env={"TRITON_CACHE_DIR": str(target)})
+    assert unpacked.returncode == 0, unpacked.stderr
+    assert sorted(p.name for p in (target / "h1").iterdir()) == ["__grp__k.json", "k.cubin", "k.json"]
+    assert (target / "h1" / "k.cubin").read_text() == "compiled here"
+
+    missing = bash(checkout, "scripts/gpu/triton_cache.sh", "unpack", str(tmp_path / "absent.tar.gz"),
+                   env={"TRITON_CACHE_DIR": str(target)})
+    assert missing.returncode == 0 and "compile as usual" in missing.stdout
+    assert bash(checkout, "scripts/gpu/triton_cache.sh", "bogus", "x").returncode == 2
