@@ -16,21 +16,36 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "results" / "README.md"
 
 
+def _compare_args() -> list[list[str]]:
+    """The arguments of each `bimix-bench compare` line of the README."""
+    return [shlex.split(line)[2:] for line in README.read_text().splitlines()
+            if line.startswith("bimix-bench compare ")]
+
+
+def _folders(args: list[str]) -> list[str]:
+    """The run folders among a line's arguments (speed documents and options left out)."""
+    first_option = next((i for i, a in enumerate(args) if a.startswith("--")), len(args))
+    return [a for a in args[:first_option] if "*" not in a and not a.endswith(".json")]
+
+
 def compare_lines() -> list[list[str]]:
-    """Run folders named by each `bimix-bench compare` line of the README (speed documents and
-    options left out)."""
+    """Run folders of each plain compare line (one per folder group, with its compare.md)."""
     lines = []
-    for line in README.read_text().splitlines():
-        if not line.startswith("bimix-bench compare "):
-            continue
-        args = shlex.split(line)[2:]
-        folders = [a for a in args[:args.index("--plot")] if "*" not in a and not a.endswith(".json")]
-        if folders and folders not in lines:
+    for args in _compare_args():
+        folders = _folders(args)
+        if folders and "--versus" not in args and folders not in lines:
             lines.append(folders)
     return lines
 
 
+def versus_lines() -> list[tuple[list[str], str, str]]:
+    """(folders, model, markdown file) of each `compare --versus` line."""
+    return [(_folders(args), args[args.index("--versus") + 1], args[args.index("--markdown") + 1])
+            for args in _compare_args() if "--versus" in args]
+
+
 LINES = compare_lines()
+VERSUS = versus_lines()
 
 
 def test_every_committed_run_folder_is_listed():
@@ -53,3 +68,18 @@ def test_compare_reproduces_compare_md(folders, tmp_path, monkeypatch):
 def test_readme_names_only_existing_plots():
     names = set(re.findall(r"gpu/plots/[\w.-]+\.png", README.read_text()))
     assert names and all((ROOT / "results" / n).is_file() for n in names)
+
+
+def test_readme_sets_bimix_against_every_folder():
+    assert VERSUS, "results/README.md has no `compare --versus` line"
+    listed = {f for folders in LINES for f in folders}
+    for folders, model, _ in VERSUS:
+        assert model == "bimix" and set(folders) == listed
+
+
+@pytest.mark.parametrize("folders,model,markdown", VERSUS, ids=lambda v: str(v)[-40:])
+def test_compare_versus_reproduces_its_markdown(folders, model, markdown, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "versus.md"
+    assert main(["compare", *folders, "--versus", model, "--markdown", str(out)]) == 0
+    assert (ROOT / markdown).read_text() == out.read_text()

@@ -117,3 +117,27 @@ def test_triton_cache_travels_without_intermediate_forms_and_keeps_local_kernels
                    env={"TRITON_CACHE_DIR": str(target)})
     assert missing.returncode == 0 and "compile as usual" in missing.stdout
     assert bash(checkout, "scripts/gpu/triton_cache.sh", "bogus", "x").returncode == 2
+
+
+def test_triton_cache_over_the_limit_keeps_the_newest_kernels_that_fit(checkout, tmp_path):
+    cache = tmp_path / "cache"
+    for age, name in enumerate(("h_new", "h_mid", "h_old")):
+        folder = cache / name
+        folder.mkdir(parents=True)
+        (folder / "k.cubin").write_bytes(os.urandom(40_000))  # incompressible, like machine code
+        (folder / "k.json").write_text("{}")
+        os.utime(folder, (1_000_000 - age * 100, 1_000_000 - age * 100))
+    archive = tmp_path / "triton_cache.tar.gz"
+    packed = bash(checkout, "scripts/gpu/triton_cache.sh", "pack", str(archive),
+                  env={"TRITON_CACHE_DIR": str(cache), "TRITON_CACHE_MAX_BYTES": "100000"})
+    assert packed.returncode == 0, packed.stderr
+    assert "the newest 2 of 3 kernel folders" in packed.stdout
+    assert archive.stat().st_size <= 100_000
+    with tarfile.open(archive) as tar:
+        names = {Path(n).parts[0] for n in tar.getnames()}
+    assert names == {"h_new", "h_mid"}
+
+    too_small = bash(checkout, "scripts/gpu/triton_cache.sh", "pack", str(archive),
+                     env={"TRITON_CACHE_DIR": str(cache), "TRITON_CACHE_MAX_BYTES": "10000"})
+    assert too_small.returncode == 0 and "not kept" in too_small.stdout
+    assert not archive.exists()

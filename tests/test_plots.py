@@ -56,6 +56,18 @@ def test_quality_vs_throughput_labels_and_front(tmp_path):
     assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_speed_axis_labels_stay_readable_within_one_decade():
+    # Speeds of 1e4-2e4: the default log axis labels every minor tick as 10^4-style text,
+    # which overlaps; compact labels on a few ticks per decade stay legible.
+    fig = quality_vs_throughput(_summary(), title="narrow")
+    fig.canvas.draw()
+    axis = fig.axes[0].xaxis
+    major = [t.get_text() for t in axis.get_ticklabels() if t.get_text()]
+    minor = [t.get_text() for t in axis.get_ticklabels(minor=True) if t.get_text()]
+    assert major and all(text.endswith("k") for text in major), major
+    assert minor == []
+
+
 def test_quality_vs_throughput_draws_each_seed_and_ci_only_from_three_seeds():
     seeds = pd.DataFrame({
         "model": ["transformer"] * 3 + ["mamba2"] * 2 + ["bimix"],

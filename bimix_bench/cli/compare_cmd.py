@@ -22,6 +22,10 @@ def compare(
     plot: Path = typer.Option(
         None, "--plot", help="Write PNG figures into this folder: quality vs throughput (Pareto "
         "front marked), throughput vs context length, metrics by depth/position bucket."),
+    versus: str = typer.Option(
+        None, "--versus", metavar="MODEL", help="Also set MODEL against every other model: per "
+        "cell its quality difference and its speeds as multiples of the other's, then the "
+        "ranges of those multiples by context length (added to --markdown and --json)."),
 ) -> None:
     """Models x tasks: headline quality (mean ± 95% CI over seeds), tokens/s, parameters and
     kernel backend, each also relative to the Transformer of the same task, subtask and budget;
@@ -40,6 +44,10 @@ def compare(
             raise UsageError(f"no records in {path}")
         records.extend(found)
 
+    models = {rec["model"] for rec in records}
+    if versus and records and versus not in models:
+        raise UsageError(f"--versus {versus}: no records of that model here (models: "
+                         f"{', '.join(sorted(models))})")
     table = notes = None
     if records:
         from bimix_bench.cli.ui import records_table
@@ -53,25 +61,50 @@ def compare(
                                     width=console.width))
         for note in notes:
             console.print(f"[yellow]note: {note}[/yellow]")
+        cells = ranges = None
+        if versus:
+            cells, ranges = _versus(table, versus, records)
         if markdown:
             body = to_markdown(shown) + "\n" + "".join(f"\n- note: {n}" for n in notes)
-            markdown.write_text(body + ("\n" if notes else ""))
+            body += "\n" if notes else ""
+            if versus:
+                from bimix_bench.results.versus import versus_markdown
+                body += "\n" + versus_markdown(cells, ranges, versus)
+            markdown.write_text(body)
             console.print(f"wrote {markdown}")
         if csv:
             table.to_csv(csv, index=False)
             console.print(f"wrote {csv}")
         if json_out:
-            json_out.write_text(json.dumps({"notes": notes, "rows": json_rows(table)}, indent=1,
-                                           allow_nan=False) + "\n")
+            doc = {"notes": notes, "rows": json_rows(table)}
+            if versus:
+                doc["versus"] = {"model": versus, "cells": json_rows(cells),
+                                 "by_context": json_rows(ranges)}
+            json_out.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
             console.print(f"wrote {json_out}")
-    elif markdown or csv or json_out:
-        raise UsageError("--markdown, --csv and --json need run folders (only speed files given)")
+    elif markdown or csv or json_out or versus:
+        raise UsageError("--markdown, --csv, --json and --versus need run folders (only speed "
+                         "files given)")
 
     for path, doc in speed_docs.items():
         _print_speed(path, doc)
     if plot:
         for written in _plots(plot, records, table, speed_docs):
             console.print(f"wrote {written}")
+
+
+def _versus(table, model: str, records: list[dict]):
+    """(per-cell, by-context) frames of `model` against the others, printed as Rich tables."""
+    from bimix_bench.cli.ui import records_table
+    from bimix_bench.results.versus import versus_cells, versus_ranges
+
+    cells = versus_cells(table, model, records)
+    ranges = versus_ranges(cells)
+    console.print(records_table(cells.round(4), f"{model} against each model, per cell "
+                                "(speeds as multiples of the other's)", width=console.width))
+    console.print(records_table(ranges.round(3), f"{model} against each model, by context length",
+                                width=console.width))
+    return cells, ranges
 
 
 def _read_records(path: Path) -> list[dict]:

@@ -104,6 +104,7 @@ def quality_vs_throughput(group: pd.DataFrame,
             ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--",
                     color="0.4", linewidth=1, label="Pareto front (means)")
         ax.set_xscale("log")
+        _readable_log_ticks(ax.xaxis)
         ax.set_xlabel(SPEED_LABELS.get(speed, speed))
         ax.set_ylabel(f"{metric} ({'higher' if higher else 'lower'} is better)")
         ax.grid(True, alpha=0.3)
@@ -113,6 +114,17 @@ def quality_vs_throughput(group: pd.DataFrame,
         title = f"{title or 'quality vs throughput'}: dot = mean, dashes = single seeds, bars = 95% CI (3+ seeds)"
     fig.suptitle(title or "quality vs throughput", fontsize=10 if seeds is not None else None)
     return fig
+
+
+def _readable_log_ticks(axis) -> None:
+    """Ticks at 1, 1.5, 2, 3, 5 and 7 per decade, labelled "400k"/"1.5M", and no minor labels:
+    models' speeds often span less than a decade, where matplotlib's default labels every
+    minor tick in scientific notation and the labels run into each other."""
+    from matplotlib import ticker
+
+    axis.set_major_locator(ticker.LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    axis.set_major_formatter(ticker.EngFormatter(sep=""))
+    axis.set_minor_formatter(ticker.NullFormatter())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,21 +8,40 @@
 # indexes them. The intermediate forms (ttir, ttgir, llir, ptx, source) are left out; they are
 # most of the cache's size. Triton's group files name their members by absolute path, so the
 # cache is restored at the path it was packed from (the default, or $TRITON_CACHE_DIR when set).
-# An archive over the size that may come back from a call (15 MiB) is not written.
+# A file that comes back from a call may hold 16 MiB, so the archive is kept under 15 MiB
+# ($TRITON_CACHE_MAX_BYTES): when the whole cache is larger, only the most recently compiled
+# kernels are packed (one folder per kernel; the job that was cut off and resumes first on the
+# next machine compiled last), as many as fit.
 set -euo pipefail
 cache="${TRITON_CACHE_DIR:-$HOME/.triton/cache}"
+limit="${TRITON_CACHE_MAX_BYTES:-$(( 15 * 1024 * 1024 ))}"
 action="${1:-}"; archive="${2:-}"
 [[ -n "$action" && -n "$archive" ]] || { echo "usage: $0 pack|unpack ARCHIVE" >&2; exit 2; }
 case "$action" in
   pack)
     [[ -d "$cache" ]] || { echo "no Triton cache at $cache; nothing packed"; exit 0; }
-    tar czf "$archive" -C "$cache" --exclude='*.ttir' --exclude='*.ttgir' --exclude='*.llir' \
-      --exclude='*.ptx' --exclude='*.source' --exclude='*.tmp.*' .
-    size=$(stat -c %s "$archive")
-    if (( size > 15 * 1024 * 1024 )); then
-      echo "Triton cache archive is $(( size >> 20 )) MiB, over 15 MiB; not kept"; rm -f "$archive"
+    pack() {
+      tar czf "$archive" -C "$cache" --exclude='*.ttir' --exclude='*.ttgir' --exclude='*.llir' \
+        --exclude='*.ptx' --exclude='*.source' --exclude='*.tmp.*' "$@"
+      size=$(stat -c %s "$archive")
+    }
+    pack .
+    kept="$(find "$cache" -name '*.cubin' | wc -l) kernels"
+    if (( size > limit )); then
+      mapfile -t folders < <(cd "$cache" && ls -1td -- */)  # newest first
+      n=${#folders[@]}
+      while (( size > limit && n > 1 )); do
+        n=$(( n * limit * 9 / (size * 10) ))  # shrink in proportion, with a 10% margin
+        (( n >= 1 )) || break
+        pack "${folders[@]:0:n}"
+      done
+      kept="the newest $n of ${#folders[@]} kernel folders"
+    fi
+    if (( size > limit )); then
+      echo "Triton cache archive is $(( size >> 10 )) KiB, over $(( limit >> 10 )) KiB; not kept"
+      rm -f "$archive"
     else
-      echo "Triton cache: $(find "$cache" -name '*.cubin' | wc -l) kernels packed in $(( size >> 10 )) KiB"
+      echo "Triton cache: $kept packed in $(( size >> 10 )) KiB"
     fi ;;
   unpack)
     [[ -f "$archive" ]] || { echo "no Triton cache archive at $archive; kernels compile as usual"; exit 0; }
