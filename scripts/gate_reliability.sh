@@ -5,7 +5,7 @@
 #   bash scripts/gate_reliability.sh [REFERENCE]
 set -uo pipefail
 cd "$(dirname "$0")/.."
-ref="${1:-results/ci/cpu_speed_reference.json}"
+ref="${1:-results/ci/cpu}"
 check=(python3 -m bimix_bench check --reference "$ref" --repeats 30 --tolerance 0.15)
 for i in 1 2 3 4 5; do
   "${check[@]}" >/dev/null 2>&1; echo "unchanged code, check $i: exit $? (0 expected)"

@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m pytest -q "$@"
 if [[ "${SKIP_SPEED_CHECK:-0}" != "1" ]]; then
-  "$PYTHON" -m bimix_bench check --reference results/ci/cpu_speed_reference.json \
+  "$PYTHON" -m bimix_bench check --reference results/ci/cpu \
     --repeats 30 --tolerance 0.15
 fi

@@ -195,6 +195,39 @@ def test_check_refuses_other_device_classes(tmp_path, capsys):
         assert "no CUDA device is available" in capsys.readouterr().err
 
 
+def test_a_reference_folder_gives_the_reference_of_this_cpu_model(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from bimix_bench.speed.document import device_class
+
+    here = device_class(torch.device("cpu"), 1)
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    for name, cpu, ratio in (("amd.json", "AMD X", 100.0), ("intel.json", "Intel Y", 80.0)):
+        doc = make_doc({"a": {16: {"forward": ratio}}}, here)
+        doc["device"]["name"] = cpu
+        _write(folder, name, doc)
+    _write(folder, "gpu.json", make_doc({"a": {16: {"forward": 1.0}}}, "NVIDIA H200", "cuda"))
+    measured = _write(tmp_path, "now.json", make_doc({"a": {16: {"forward": 80.0}}}, here))
+    check = ["check", "--reference", str(folder), "--measured", str(measured)]
+
+    monkeypatch.setattr("bimix_bench.env.cpu_model", lambda: "Intel Y")
+    assert main(check) == 0  # against intel.json, where 80 is no change
+    assert "check passed" in capsys.readouterr().out
+    monkeypatch.setattr("bimix_bench.env.cpu_model", lambda: "AMD X")
+    assert main(check) == 1  # against amd.json: -20%
+    capsys.readouterr()
+    monkeypatch.setattr("bimix_bench.env.cpu_model", lambda: "Other Z")
+    assert main(check) == 1  # no match: the first of this class (amd.json), with a note
+    out = " ".join(capsys.readouterr().out.split())  # Rich folds long lines
+    assert "was measured on this machine's 'Other Z'" in out and "amd.json" in out
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["check", "--reference", str(empty), "--measured", str(measured)]) == 2
+    assert "no speed documents in the reference folder" in capsys.readouterr().err
+
+
 def test_check_update_rewrites_the_reference(tmp_path):
     ref = _write(tmp_path, "ref.json", make_doc({"a": {16: {"forward": 100.0}}}))
     new = _write(tmp_path, "new.json", make_doc({"a": {16: {"forward": 70.0}}}))

@@ -17,7 +17,9 @@ OVERSUBSCRIBED = 0.8
 
 @app.command()
 def check(
-    reference: Path = typer.Option(..., "--reference", "-r", help="Reference speed document (JSON)."),
+    reference: Path = typer.Option(
+        ..., "--reference", "-r", help="Reference speed document (JSON), or a folder of them: "
+        "then the one of this device class measured on this CPU model (or GPU) is used."),
     tolerance: float = typer.Option(
         0.10, "--tolerance", help="Allowed relative drop of a figure's score (0.10 = 10%): its "
         "ratio to the in-run calibration, or on a GPU its fastest-round tokens/s for forward "
@@ -38,6 +40,7 @@ def check(
     device-bound and compared on their fastest round's tokens/s within the device class. Exit 1 with a table of offenders when one falls more than the tolerance
     below the reference; exit 2 when the reference was measured on another device class."""
     from bimix_bench.speed.document import read_document, write_document
+    from bimix_bench.speed.references import choose_reference
     from bimix_bench.speed.regression import (
         compare_documents,
         merge_measurements,
@@ -47,6 +50,9 @@ def check(
 
     if not 0.0 <= tolerance < 1.0:
         raise UsageError(f"--tolerance must be in [0, 1), got {tolerance}")
+    reference, note = choose_reference(reference)
+    if note:
+        console.print(f"[yellow]note: {note}[/yellow]")
     ref = read_document(reference, "reference")
     names = split_names(models)
     log = lambda message: console.print(f"[dim]{message}[/dim]")  # noqa: E731
