@@ -10,6 +10,7 @@ cd "$(dirname "$0")/../.."
 queue="$1"; from="$2"
 mkdir -p runs/gpu results/gpu
 scratch=$(mktemp -d); trap 'rm -rf "$scratch"' EXIT
+lines() { if [[ -f "$1" ]]; then wc -l < "$1"; else echo 0; fi; }  # 0 for a job without records
 if [[ -f "$from/triton_cache.tar.gz" ]]; then  # carried to the next machine as .triton_cache
   mkdir -p .triton_cache && cp "$from/triton_cache.tar.gz" .triton_cache/
   echo "triton_cache.tar.gz -> .triton_cache/ (carry it to a fresh machine)"
@@ -24,7 +25,6 @@ for archive in "$from"/*.tgz; do
     *) echo "$name: not a job of $queue; left alone" >&2; continue ;;
   esac
   mkdir -p "$scratch/$name" && tar xzf "$archive" -C "$scratch/$name"
-  lines() { cat "$1" 2>/dev/null | wc -l; }
   if (( $(lines "$scratch/$name/$name/records.jsonl") < $(lines "$dest/$name/records.jsonl") )); then
     echo "$name: $archive holds fewer records than $dest/$name (an older call?); left alone" >&2
     continue
@@ -36,6 +36,6 @@ for archive in "$from"/*.tgz; do
   for extra in "$name.log" "$name.done"; do
     [[ -f "$scratch/$name/$extra" ]] && cp "$scratch/$name/$extra" runs/gpu/
   done
-  records=$(cat "$dest/$name/records.jsonl" 2>/dev/null | wc -l)
+  records=$(lines "$dest/$name/records.jsonl")
   echo "$name -> $dest/$name${records:+ ($records records)}$([[ -f runs/gpu/$name.done ]] && echo ', done')"
 done
