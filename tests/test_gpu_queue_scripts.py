@@ -92,6 +92,29 @@ def test_unpack_puts_run_folders_back_and_never_replaces_more_records_with_fewer
     assert (checkout / ".triton_cache/triton_cache.tar.gz").read_bytes() == b"kernels"
 
 
+def test_unpack_goes_on_past_a_cmd_job_that_wrote_no_records(checkout, tmp_path):
+    # A `cmd` job's folder holds whatever it wrote, not records.jsonl; the archive that sorts
+    # first must not end the unpacking of the ones after it.
+    (checkout / "q.queue").write_text("cmd aaa_probe echo\nrun zzz_cells - --task mqar\n")
+    returned = tmp_path / "returned"
+    staging = returned / "staging"
+    (staging / "aaa_probe").mkdir(parents=True)
+    (staging / "aaa_probe" / "process1.json").write_text("{}")
+    (staging / "aaa_probe.done").write_text("")
+    with tarfile.open(returned / "aaa_probe.tgz", "w:gz") as archive:
+        for member in ("aaa_probe", "aaa_probe.done"):
+            archive.add(staging / member, arcname=member)
+    shutil.rmtree(staging)
+    make_run_archive(returned, "zzz_cells", 3, done=False)
+
+    result = bash(checkout, "scripts/gpu/unpack_returned.sh", "q.queue", str(returned))
+    assert result.returncode == 0, result.stderr
+    assert (checkout / "runs/gpu/aaa_probe/process1.json").exists()
+    assert (checkout / "runs/gpu/aaa_probe.done").exists()
+    assert len((checkout / "results/gpu/zzz_cells/records.jsonl").read_text().splitlines()) == 3
+    assert "zzz_cells -> results/gpu/zzz_cells (3 records)" in result.stdout
+
+
 def test_triton_cache_travels_without_intermediate_forms_and_keeps_local_kernels(checkout, tmp_path):
     source = tmp_path / "cache_a"
     (source / "h1").mkdir(parents=True)

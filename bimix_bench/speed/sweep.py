@@ -256,6 +256,14 @@ class _Sizer:
         return LanguageModel(arch, self.spec, self.options).to(device)
 
 
+def sized_model(name: str, budget_name: str, context: int, device: torch.device) -> LanguageModel:
+    """`name` sized to the budget at `context`, with the same seeded weights as in a sweep."""
+    settings = SweepSettings(models=[name], contexts=[context], tokens_per_batch=context,
+                             budget=budget_name)
+    settings.validate()
+    return _Sizer(name, settings, load_budget(budget_name)).build(context, device)
+
+
 def _build(cell: _Cell, sizer: _Sizer, settings: SweepSettings, device: torch.device,
            autocast, budget: dict[str, Any], calibrations: dict[str, Timed],
            seconds_per_call: dict[str, float], timer: PairTimer,

@@ -1,0 +1,116 @@
+"""How much of a call the host spends issuing it: kernel launches, host seconds, device seconds.
+
+A call whose host time (Python plus launching its kernels) approaches its device time is
+launch-bound: the GPU waits for the CPU, so the call's speed follows the host (its clock, other
+processes on it) rather than the GPU. Such a model's figures spread from one process or machine
+to the next while device-bound models stay put, and its speed would gain from fewer, larger
+kernels or CUDA graphs rather than from faster kernels.
+
+Per call:
+  launches  GPU kernels the call runs (torch.profiler, CUDA activity); on a CPU, the top-level
+            aten operators it dispatches (each would be at least one launch on a GPU)
+  host_s    seconds from the call to its return, started on an idle device: the time the host
+            needs to issue the work (a full launch queue or a synchronizing operation makes the
+            host wait for the GPU, and then this includes device time; `synchronizes` says which)
+  elapsed_s seconds from the call's start to the end of its last kernel (CUDA events); this
+            includes the GPU's idle gaps while it waits for the host
+  busy_s    seconds the GPU spent running the call's kernels (their summed profiled durations);
+            elapsed_s on a CPU. host_s / busy_s near or above 1: launch-bound
+  synchronizes  the call made the host wait for the GPU (torch's sync debug mode saw it)
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from bimix_bench.engine.device import synchronize
+
+
+@dataclass(frozen=True)
+class HostShare:
+    launches: int
+    host_s: float  # median over repeats
+    elapsed_s: float  # median over repeats
+    busy_s: float  # one profiled call
+    synchronizes: bool
+
+    @property
+    def host_over_busy(self) -> float:
+        """Near or above 1: the host, not the GPU, sets the pace."""
+        return self.host_s / self.busy_s if self.busy_s > 0 else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "host_over_busy": self.host_over_busy}
+
+
+def profile_call(fn: Callable[[], None], device: torch.device) -> tuple[int, float | None]:
+    """(launches, kernel seconds) of one call of `fn`: kernels and their summed durations on a
+    GPU; top-level aten operators and None on a CPU (no kernels to time apart from the call)."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        fn()
+        synchronize(device)
+    events = prof.events()
+    if device.type == "cuda":
+        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        return len(kernels), sum(e.time_range.elapsed_us() for e in kernels) / 1e6
+    top_level = [e for e in events if e.name.startswith("aten::")
+                 and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))]
+    return len(top_level), None
+
+
+def waits_for_device(fn: Callable[[], None], device: torch.device) -> bool:
+    """Whether a call of `fn` makes the host wait for the GPU (False on a CPU)."""
+    if device.type != "cuda":
+        return False
+    synchronize(device)
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    synchronize(device)
+    return any("synchroniz" in str(w.message) for w in caught)
+
+
+def measure(fn: Callable[[], None], device: torch.device, repeats: int = 10,
+            warmup: int = 2, setup: Callable[[], None] | None = None) -> HostShare:
+    """Host, elapsed and kernel seconds per call of `fn` (warm-up calls first, so nothing is
+    compiled or autotuned inside the measurement)."""
+    setup = setup or (lambda: None)  # untimed, before every call (decode restores its state)
+    for _ in range(warmup):
+        setup()
+        fn()
+    host, elapsed = [], []
+    for _ in range(repeats):
+        setup()
+        synchronize(device)  # idle device: the host's time is its own, not a queue's backlog
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        t0 = time.perf_counter()
+        fn()
+        host.append(time.perf_counter() - t0)
+        if device.type == "cuda":
+            end.record()
+            end.synchronize()
+            elapsed.append(start.elapsed_time(end) / 1e3)
+        else:
+            elapsed.append(host[-1])
+    setup()
+    launches, busy = profile_call(fn, device)
+    setup()
+    synchronizes = waits_for_device(fn, device)
+    elapsed_s = statistics.median(elapsed)
+    return HostShare(launches, statistics.median(host), elapsed_s,
+                     elapsed_s if busy is None else busy, synchronizes)

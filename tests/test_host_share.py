@@ -1,0 +1,86 @@
+"""speed.host_share (launches, host and kernel seconds per call) and scripts/host_share.py.
+On a CPU the launches are top-level aten operators; the GPU-only parts run where CUDA is."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bimix_bench.config import load_budget
+from bimix_bench.models.backbone import count_parameters
+from bimix_bench.speed.host_share import HostShare, measure, profile_call, waits_for_device
+from bimix_bench.speed.sweep import sized_model
+
+CPU = torch.device("cpu")
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "host_share.py"
+
+
+def three_ops() -> None:
+    x = torch.ones(4)
+    torch.relu(torch.mul(torch.add(x, 1), 2))  # ones + add + mul + relu: 4 top-level operators
+
+
+def test_launches_on_a_cpu_count_top_level_operators_not_their_internals():
+    launches, kernel_s = profile_call(three_ops, CPU)
+    assert launches == 4 and kernel_s is None
+    launches_twice, _ = profile_call(lambda: (three_ops(), three_ops()), CPU)
+    assert launches_twice == 8
+
+
+def test_setup_runs_before_every_call_and_stays_out_of_the_host_time():
+    calls = []
+    share = measure(lambda: calls.append("call"), CPU, repeats=3, warmup=1,
+                    setup=lambda: (calls.append("setup"), time.sleep(0.02)))
+    assert calls[:4] == ["setup", "call", "setup", "call"]
+    assert share.host_s < 0.01 and not share.synchronizes
+    assert share.busy_s == share.elapsed_s  # no kernels to time apart on a CPU
+
+
+def test_host_over_busy_reads_the_host_share():
+    assert HostShare(10, 0.5, 2.0, 1.0, False).host_over_busy == 0.5
+    assert HostShare(10, 0.5, 2.0, 1.0, False).to_dict()["host_over_busy"] == 0.5
+    assert HostShare(0, 0.5, 0.0, 0.0, False).host_over_busy == float("inf")
+
+
+@pytest.mark.parametrize("name", ["bimix", "transformer", "mamba2"])
+def test_sized_models_meet_the_budget(name):
+    budget = load_budget("tiny")
+    model = sized_model(name, "tiny", 128, CPU)
+    target = int(budget["params"]["non_embedding"])
+    assert abs(count_parameters(model)["non_embedding"] - target) / target <= 0.05
+    again = sized_model(name, "tiny", 128, CPU)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
+
+
+def test_script_writes_every_kind_of_every_model(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("host_share_script", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "hs.json"
+    figures = script.main(["--budget", "tiny", "--context", "64", "--tokens-per-batch", "128",
+                           "--models", "transformer,bimix", "--decode-tokens", "2",
+                           "--repeats", "2", "--device", "cpu", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["models"] == json.loads(json.dumps(figures))
+    for name in ("transformer", "bimix"):
+        for kind in ("forward", "train", "decode"):
+            row = figures[name][kind]
+            assert row["launches"] > 0 and row["host_s"] > 0 and row["busy_s"] > 0
+    # BiMix's two branches, gates and band split dispatch more operators than attention does
+    assert figures["bimix"]["forward"]["launches"] > figures["transformer"]["forward"]["launches"]
+    assert "host/kernel" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_kernels_are_counted_and_a_host_wait_is_seen():
+    gpu = torch.device("cuda")
+    x = torch.ones(1024, device=gpu)
+    launches, kernel_s = profile_call(lambda: torch.relu(torch.add(x, 1)), gpu)
+    assert launches == 2 and kernel_s > 0
+    assert not waits_for_device(lambda: torch.add(x, 1), gpu)
+    assert waits_for_device(lambda: torch.add(x, 1).sum().item(), gpu)
