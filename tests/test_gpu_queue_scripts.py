@@ -150,15 +150,19 @@ def test_triton_cache_over_the_limit_keeps_the_newest_kernels_that_fit(checkout,
         (folder / "k.cubin").write_bytes(os.urandom(40_000))  # incompressible, like machine code
         (folder / "k.json").write_text("{}")
         os.utime(folder, (1_000_000 - age * 100, 1_000_000 - age * 100))
+    tuned = cache / "h_tuned"  # the oldest folder, but an autotuning result: it travels anyway
+    tuned.mkdir()
+    (tuned / "chunk_fwd.autotune.json").write_text('{"configs_timings": [], "config": {}}')
+    os.utime(tuned, (1, 1))
     archive = tmp_path / "triton_cache.tar.gz"
     packed = bash(checkout, "scripts/gpu/triton_cache.sh", "pack", str(archive),
                   env={"TRITON_CACHE_DIR": str(cache), "TRITON_CACHE_MAX_BYTES": "100000"})
     assert packed.returncode == 0, packed.stderr
-    assert "the newest 2 of 3 kernel folders" in packed.stdout
+    assert "the newest 2 of 3 kernel folders, and all 1 without one" in packed.stdout
     assert archive.stat().st_size <= 100_000
     with tarfile.open(archive) as tar:
         names = {Path(n).parts[0] for n in tar.getnames()}
-    assert names == {"h_new", "h_mid"}
+    assert names == {"h_new", "h_mid", "h_tuned"}
 
     too_small = bash(checkout, "scripts/gpu/triton_cache.sh", "pack", str(archive),
                      env={"TRITON_CACHE_DIR": str(cache), "TRITON_CACHE_MAX_BYTES": "10000"})

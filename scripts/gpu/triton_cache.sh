@@ -11,7 +11,10 @@
 # A file that comes back from a call may hold 16 MiB, so the archive is kept under 15 MiB
 # ($TRITON_CACHE_MAX_BYTES): when the whole cache is larger, only the most recently compiled
 # kernels are packed (one folder per kernel; the job that was cut off and resumes first on the
-# next machine compiled last), as many as fit.
+# next machine compiled last), as many as fit, plus every folder that holds no kernel binary
+# (autotuning results that fla's kernels cache, and metadata): a result spares a new process
+# benchmarking every config of that kernel. (In the records, GLA's first validation at a new
+# shape in a process took 90-126 s against 1-4 s otherwise: compiling and autotuning.)
 set -euo pipefail
 cache="${TRITON_CACHE_DIR:-$HOME/.triton/cache}"
 limit="${TRITON_CACHE_MAX_BYTES:-$(( 15 * 1024 * 1024 ))}"
@@ -28,14 +31,18 @@ case "$action" in
     pack .
     kept="$(find "$cache" -name '*.cubin' | wc -l) kernels"
     if (( size > limit )); then
-      mapfile -t folders < <(cd "$cache" && ls -1td -- */)  # newest first
-      n=${#folders[@]}
+      # Folders without a cubin are small (autotuning results, metadata): they always travel.
+      tuned=(); kernels=()
+      while IFS= read -r folder; do
+        if compgen -G "$cache/$folder*.cubin" >/dev/null; then kernels+=("$folder"); else tuned+=("$folder"); fi
+      done < <(cd "$cache" && ls -1td -- */)  # newest first
+      n=${#kernels[@]}
       while (( size > limit && n > 1 )); do
         n=$(( n * limit * 9 / (size * 10) ))  # shrink in proportion, with a 10% margin
         (( n >= 1 )) || break
-        pack "${folders[@]:0:n}"
+        pack ${tuned[@]+"${tuned[@]}"} "${kernels[@]:0:n}"
       done
-      kept="the newest $n of ${#folders[@]} kernel folders"
+      kept="the newest $n of ${#kernels[@]} kernel folders, and all ${#tuned[@]} without one (autotuning results, metadata),"
     fi
     if (( size > limit )); then
       echo "Triton cache archive is $(( size >> 10 )) KiB, over $(( limit >> 10 )) KiB; not kept"
