@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> dict:
         del model, cell
     print(tabulate(rows, headers=["model", "kind", "launches", "host ms", "kernel ms", "elapsed ms",
                                   "host/kernel", "syncs"]))
+    for name, kinds_of in figures.items():
+        for kind, row in kinds_of.items():
+            if kind != "unavailable" and row["sync_sites"]:
+                print(f"{name} {kind} waits for the GPU at: {', '.join(row['sync_sites'])}")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({

@@ -13,7 +13,9 @@ import torch
 
 from bimix_bench.config import load_budget
 from bimix_bench.models.backbone import count_parameters
-from bimix_bench.speed.host_share import HostShare, measure, profile_call, waits_for_device
+from bimix_bench.speed.host_share import (
+    HostShare, measure, profile_call, short_site, sync_sites, waits_for_device,
+)
 from bimix_bench.speed.sweep import sized_model
 
 CPU = torch.device("cpu")
@@ -37,7 +39,7 @@ def test_setup_runs_before_every_call_and_stays_out_of_the_host_time():
     share = measure(lambda: calls.append("call"), CPU, repeats=3, warmup=1,
                     setup=lambda: (calls.append("setup"), time.sleep(0.02)))
     assert calls[:4] == ["setup", "call", "setup", "call"]
-    assert share.host_s < 0.01 and not share.synchronizes
+    assert share.host_s < 0.01 and not share.synchronizes and share.sync_sites == ()
     assert share.busy_s == share.elapsed_s  # no kernels to time apart on a CPU
 
 
@@ -45,6 +47,12 @@ def test_host_over_busy_reads_the_host_share():
     assert HostShare(10, 0.5, 2.0, 1.0, False).host_over_busy == 0.5
     assert HostShare(10, 0.5, 2.0, 1.0, False).to_dict()["host_over_busy"] == 0.5
     assert HostShare(0, 0.5, 0.0, 0.0, False).host_over_busy == float("inf")
+
+
+def test_sync_sites_are_named_from_the_package_or_repo_folder_on():
+    assert short_site("/opt/x/lib/python3.12/site-packages/fla/ops/utils.py", 7) == "fla/ops/utils.py:7"
+    assert short_site("/home/u/repo/bimix_bench/bimix/decode.py", 80) == "bimix_bench/bimix/decode.py:80"
+    assert short_site("/somewhere/else/tool.py", 3) == "tool.py:3"
 
 
 @pytest.mark.parametrize("name", ["bimix", "transformer", "mamba2"])
@@ -84,3 +92,10 @@ def test_on_a_gpu_kernels_are_counted_and_a_host_wait_is_seen():
     assert launches == 2 and kernel_s > 0
     assert not waits_for_device(lambda: torch.add(x, 1), gpu)
     assert waits_for_device(lambda: torch.add(x, 1).sum().item(), gpu)
+
+    def reads_back() -> None:
+        torch.add(x, 1).sum().item()  # the line sync_sites must name
+
+    sites = sync_sites(reads_back, gpu)
+    line = reads_back.__code__.co_firstlineno + 1
+    assert sites == (f"tests/test_host_share.py:{line}",)

@@ -17,6 +17,8 @@ Per call:
   busy_s    seconds the GPU spent running the call's kernels (their summed profiled durations);
             elapsed_s on a CPU. host_s / busy_s near or above 1: launch-bound
   synchronizes  the call made the host wait for the GPU (torch's sync debug mode saw it)
+  sync_sites    where: "file:line" of each Python line whose torch call synchronized (a
+            D2H read such as .item(), or a blocking H2D copy such as torch.tensor(..., device))
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import statistics
 import time
 import warnings
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -40,6 +43,7 @@ class HostShare:
     elapsed_s: float  # median over repeats
     busy_s: float  # one profiled call
     synchronizes: bool
+    sync_sites: tuple[str, ...] = ()
 
     @property
     def host_over_busy(self) -> float:
@@ -68,8 +72,25 @@ def profile_call(fn: Callable[[], None], device: torch.device) -> tuple[int, flo
 
 def waits_for_device(fn: Callable[[], None], device: torch.device) -> bool:
     """Whether a call of `fn` makes the host wait for the GPU (False on a CPU)."""
+    return bool(sync_sites(fn, device))
+
+
+def short_site(filename: str, lineno: int) -> str:
+    """A source location without the machine's own prefix: from the package or repo folder on."""
+    parts = Path(filename).parts
+    for anchor in ("site-packages", "bimix_bench", "tasks", "baselines", "scripts", "tests"):
+        if anchor in parts:
+            start = parts.index(anchor) + (1 if anchor == "site-packages" else 0)
+            return f"{'/'.join(parts[start:])}:{lineno}"
+    return f"{Path(filename).name}:{lineno}"
+
+
+def sync_sites(fn: Callable[[], None], device: torch.device) -> tuple[str, ...]:
+    """The distinct "file:line" sites, in call order, at which a call of `fn` made the host wait
+    for the GPU; () on a CPU. torch's sync debug mode raises its warning from the C++ op, and
+    Python attributes it to the line that called the op."""
     if device.type != "cuda":
-        return False
+        return ()
     synchronize(device)
     previous = torch.cuda.get_sync_debug_mode()
     with warnings.catch_warnings(record=True) as caught:
@@ -80,7 +101,8 @@ def waits_for_device(fn: Callable[[], None], device: torch.device) -> bool:
         finally:
             torch.cuda.set_sync_debug_mode(previous)
     synchronize(device)
-    return any("synchroniz" in str(w.message) for w in caught)
+    sites = [short_site(w.filename, w.lineno) for w in caught if "synchroniz" in str(w.message)]
+    return tuple(dict.fromkeys(sites))
 
 
 def measure(fn: Callable[[], None], device: torch.device, repeats: int = 10,
@@ -110,7 +132,7 @@ def measure(fn: Callable[[], None], device: torch.device, repeats: int = 10,
     setup()
     launches, busy = profile_call(fn, device)
     setup()
-    synchronizes = waits_for_device(fn, device)
+    sites = sync_sites(fn, device)
     elapsed_s = statistics.median(elapsed)
     return HostShare(launches, statistics.median(host), elapsed_s,
-                     elapsed_s if busy is None else busy, synchronizes)
+                     elapsed_s if busy is None else busy, bool(sites), sites)
