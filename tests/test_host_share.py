@@ -4,6 +4,7 @@ On a CPU the launches are top-level aten operators; the GPU-only parts run where
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import time
 from pathlib import Path
@@ -14,7 +15,8 @@ import torch
 from bimix_bench.config import load_budget
 from bimix_bench.models.backbone import count_parameters
 from bimix_bench.speed.host_share import (
-    HostShare, measure, profile_call, short_site, sync_sites, waits_for_device,
+    HostShare, _site_of_current_stack, measure, profile_call, short_site, sync_sites,
+    waits_for_device,
 )
 from bimix_bench.speed.sweep import sized_model
 
@@ -53,6 +55,19 @@ def test_sync_sites_are_named_from_the_package_or_repo_folder_on():
     assert short_site("/opt/x/lib/python3.12/site-packages/fla/ops/utils.py", 7) == "fla/ops/utils.py:7"
     assert short_site("/home/u/repo/bimix_bench/bimix/decode.py", 80) == "bimix_bench/bimix/decode.py:80"
     assert short_site("/somewhere/else/tool.py", 3) == "tool.py:3"
+    # the checkout's own folder may carry an anchor's name: the innermost anchor wins
+    assert short_site("/src/bimix_bench/tests/test_x.py", 5) == "tests/test_x.py:5"
+
+
+def test_a_wait_raised_inside_torch_is_placed_at_the_caller_outside_it():
+    import torch.cuda as torch_cuda
+
+    def inner_torch_frame() -> str:  # stands for a torch function that waits
+        return _site_of_current_stack()
+
+    inner_torch_frame.__code__ = inner_torch_frame.__code__.replace(co_filename=torch_cuda.__file__)
+    site, line = inner_torch_frame(), inspect.currentframe().f_lineno  # the caller: this line
+    assert site.startswith(f"tests/test_host_share.py:{line} (via torch/cuda/__init__.py:"), site
 
 
 @pytest.mark.parametrize("name", ["bimix", "transformer", "mamba2"])
@@ -93,9 +108,11 @@ def test_on_a_gpu_kernels_are_counted_and_a_host_wait_is_seen():
     assert not waits_for_device(lambda: torch.add(x, 1), gpu)
     assert waits_for_device(lambda: torch.add(x, 1).sum().item(), gpu)
 
+    lines = []
+
     def reads_back() -> None:
-        torch.add(x, 1).sum().item()  # the line sync_sites must name
+        lines.append(inspect.currentframe().f_lineno); torch.add(x, 1).sum().item()  # noqa: E702
 
     sites = sync_sites(reads_back, gpu)
-    line = reads_back.__code__.co_firstlineno + 1
-    assert sites == (f"tests/test_host_share.py:{line}",)
+    line = lines[-1]
+    assert sites == (f"tests/test_host_share.py:{line}",), sites

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import traceback
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,33 +76,64 @@ def waits_for_device(fn: Callable[[], None], device: torch.device) -> bool:
     return bool(sync_sites(fn, device))
 
 
+ANCHORS = ("site-packages", "bimix_bench", "tasks", "baselines", "scripts", "tests")
+
+
 def short_site(filename: str, lineno: int) -> str:
-    """A source location without the machine's own prefix: from the package or repo folder on."""
+    """A source location without the machine's own prefix: from the innermost package or repo
+    folder on (the repo's own folder may carry any name, even one of these)."""
     parts = Path(filename).parts
-    for anchor in ("site-packages", "bimix_bench", "tasks", "baselines", "scripts", "tests"):
-        if anchor in parts:
-            start = parts.index(anchor) + (1 if anchor == "site-packages" else 0)
-            return f"{'/'.join(parts[start:])}:{lineno}"
-    return f"{Path(filename).name}:{lineno}"
+    found = [i for i, part in enumerate(parts) if part in ANCHORS]
+    if not found:
+        return f"{Path(filename).name}:{lineno}"
+    start = found[-1] + (1 if parts[found[-1]] == "site-packages" else 0)
+    return f"{'/'.join(parts[start:])}:{lineno}"
+
+
+def _in_torch(filename: str) -> bool:
+    parts = Path(filename).parts
+    return "torch" in parts or Path(filename).name == "warnings.py"
+
+
+def _site_of_current_stack() -> str:
+    """The innermost line outside torch (and outside this module) on the current Python stack,
+    with the torch line it went through when that was where the wait was raised."""
+    frames = [f for f in traceback.extract_stack() if f.filename != __file__]
+    torch_frame = None
+    for frame in reversed(frames):
+        if _in_torch(frame.filename):
+            torch_frame = torch_frame or frame
+            continue
+        site = short_site(frame.filename, frame.lineno)
+        if torch_frame is not None:
+            site += f" (via {short_site(torch_frame.filename, torch_frame.lineno)})"
+        return site
+    return "unknown"
 
 
 def sync_sites(fn: Callable[[], None], device: torch.device) -> tuple[str, ...]:
-    """The distinct "file:line" sites, in call order, at which a call of `fn` made the host wait
-    for the GPU; () on a CPU. torch's sync debug mode raises its warning from the C++ op, and
-    Python attributes it to the line that called the op."""
+    """The distinct sites, in call order, at which a call of `fn` made the host wait for the GPU;
+    () on a CPU. torch's sync debug mode warns from inside the op, while the Python stack still
+    holds the line that called it: a replaced showwarning reads that stack."""
     if device.type != "cuda":
         return ()
+    sites: list[str] = []
+
+    def record(message, category, filename, lineno, file=None, line=None) -> None:
+        if "synchroniz" in str(message):
+            sites.append(_site_of_current_stack())
+
     synchronize(device)
     previous = torch.cuda.get_sync_debug_mode()
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings():
         warnings.simplefilter("always")
+        warnings.showwarning = record  # restored by catch_warnings
         torch.cuda.set_sync_debug_mode("warn")
         try:
             fn()
         finally:
             torch.cuda.set_sync_debug_mode(previous)
     synchronize(device)
-    sites = [short_site(w.filename, w.lineno) for w in caught if "synchroniz" in str(w.message)]
     return tuple(dict.fromkeys(sites))
 
 
