@@ -56,6 +56,18 @@ def test_decode_after_prompts_of_any_length(n_prompt):
     assert_decode_matches_forward(mixer, torch.randn(1, n_prompt + 4, 32), n_prompt)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_decode_step_never_makes_the_host_wait_for_the_gpu():
+    """A wait per layer and token would drain the launch queue at every step (host_share)."""
+    from bimix_bench.speed.host_share import sync_sites
+
+    mixer = make_mixer(backend="chunked").cuda()
+    with torch.no_grad():
+        _, state = mixer.prefill(torch.randn(2, 12, 32, device="cuda"), max_len=20)
+        step = torch.randn(2, 32, device="cuda")
+        assert sync_sites(lambda: mixer.decode_step(step, state), torch.device("cuda")) == ()
+
+
 @pytest.mark.parametrize("phase", [1, 2])
 def test_chunked_equals_reference_through_the_mixer(phase):
     mixer = make_mixer().double()

@@ -77,7 +77,9 @@ def decode_core(
     cd = compute_dtype(v_t.dtype)
     v32 = v_t.to(cd)
     out = torch.zeros(B, H, P, device=v_t.device, dtype=cd)
-    pos = torch.tensor([state.position], device=v_t.device)
+    # A fill on the device: torch.tensor([position], device=cuda) would be a blocking host copy,
+    # one wait for the GPU per layer and token.
+    pos = torch.full((1,), state.position, device=v_t.device, dtype=torch.long)
     if state.dct_state is not None:
         g = spec.branch_gates(gates, "dct")[:, None]  # (B|1, 1, H, NB)
         q, k = gated_dct_queries_keys(pos, g, spec.dct_amplitude, spec.horizon, cd)
