@@ -3,6 +3,7 @@ seconds per call of the `speed` command's workloads, for models sized to a budge
 (see bimix_bench/speed/host_share.py for what each figure means).
 
     python scripts/host_share.py --budget small --context 4096 --models bimix,transformer --out hs.json
+    python scripts/host_share.py --table process1.json process2.json   # one table over processes
 
 Run it in several processes to see whether a model's speed moves with the host: a launch-bound
 model's host_over_busy is near or above 1, a device-bound one's well below.
@@ -28,7 +29,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the figures")
+    parser.add_argument("--table", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="print the markdown table of these documents (several processes) "
+                             "instead of measuring")
     args = parser.parse_args(argv)
+    if args.table:
+        from bimix_bench.speed.host_share import markdown_table
+
+        print(markdown_table([json.loads(path.read_text()) for path in args.table]))
+        return {}
 
     from bimix_bench.config import load_budget
     from bimix_bench.engine.device import autocast_factory, pick_device, resolved_precision

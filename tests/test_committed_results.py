@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -83,3 +84,13 @@ def test_compare_versus_reproduces_its_markdown(folders, model, markdown, tmp_pa
     out = tmp_path / "versus.md"
     assert main(["compare", *folders, "--versus", model, "--markdown", str(out)]) == 0
     assert (ROOT / markdown).read_text() == out.read_text()
+
+
+def test_readme_holds_the_host_share_table_of_its_documents():
+    """The host-share table is scripts/host_share.py --table over the committed processes."""
+    from bimix_bench.speed.host_share import markdown_table
+
+    paths = sorted((ROOT / "results" / "gpu" / "host_share").glob("process*.json"))
+    assert len(paths) == 6
+    table = markdown_table([json.loads(path.read_text()) for path in paths])
+    assert table in README.read_text()

@@ -15,8 +15,8 @@ import torch
 from bimix_bench.config import load_budget
 from bimix_bench.models.backbone import count_parameters
 from bimix_bench.speed.host_share import (
-    HostShare, _site_of_current_stack, measure, profile_call, short_site, sync_sites,
-    waits_for_device,
+    HostShare, _site_of_current_stack, markdown_table, measure, profile_call, short_site,
+    sync_sites, waits_for_device,
 )
 from bimix_bench.speed.sweep import sized_model
 
@@ -52,8 +52,10 @@ def test_host_over_busy_reads_the_host_share():
 
 
 def test_sync_sites_are_named_from_the_package_or_repo_folder_on():
-    assert short_site("/opt/x/lib/python3.12/site-packages/fla/ops/utils.py", 7) == "fla/ops/utils.py:7"
-    assert short_site("/home/u/repo/bimix_bench/bimix/decode.py", 80) == "bimix_bench/bimix/decode.py:80"
+    site_packages = "/opt/x/lib/python3.12/site-packages"
+    assert short_site(f"{site_packages}/fla/ops/utils.py", 7) == "fla/ops/utils.py:7"
+    repo = "/home/u/repo"
+    assert short_site(f"{repo}/bimix_bench/bimix/decode.py", 80) == "bimix_bench/bimix/decode.py:80"
     assert short_site("/somewhere/else/tool.py", 3) == "tool.py:3"
     # the checkout's own folder may carry an anchor's name: the innermost anchor wins
     assert short_site("/src/bimix_bench/tests/test_x.py", 5) == "tests/test_x.py:5"
@@ -116,3 +118,18 @@ def test_on_a_gpu_kernels_are_counted_and_a_host_wait_is_seen():
     sites = sync_sites(reads_back, gpu)
     line = lines[-1]
     assert sites == (f"tests/test_host_share.py:{line}",), sites
+
+
+def test_table_gives_ranges_over_processes_and_the_median_kernel_time():
+    def doc(host_s: float, busy_s: float) -> dict:
+        row = {"launches": 1200, "host_s": host_s, "busy_s": busy_s, "elapsed_s": 0.1,
+               "host_over_busy": host_s / busy_s}
+        return {"settings": {"decode_tokens": 8},
+                "models": {"m": {"forward": row, "train": row, "decode": row}}}
+
+    table = markdown_table([doc(0.05, 0.08), doc(0.09, 0.09), doc(0.1, 0.1)])
+    header, rule, row = table.splitlines()
+    assert "(8 tokens)" in header and rule == "|---|---|---|---|---|"
+    # launches equal everywhere: one figure; host/kernel 0.62..1.00; idle 0..20 %
+    assert row == ("| m | 1,200 / 1,200 / 1,200 | 90.0 / 90.0 | 0.62-1.00 / 0.62-1.00 "
+                   "| 0-20% / 0-20% / 0-20% |")

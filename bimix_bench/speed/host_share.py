@@ -168,3 +168,36 @@ def measure(fn: Callable[[], None], device: torch.device, repeats: int = 10,
     elapsed_s = statistics.median(elapsed)
     return HostShare(launches, statistics.median(host), elapsed_s,
                      elapsed_s if busy is None else busy, bool(sites), sites)
+
+
+# --- several processes' documents as one table ---------------------------------------------
+def _span(values: list[float], fmt: str) -> str:
+    low, high = fmt.format(min(values)), fmt.format(max(values))
+    return low if low == high else f"{low}-{high}"
+
+
+def markdown_table(documents: list[dict[str, Any]]) -> str:
+    """The `host_share` figures of several processes (scripts/host_share.py's JSON documents)
+    as one markdown row per model: kernels per call, median kernel milliseconds, and the range
+    over processes of host ÷ kernel time and of the share of the call the GPU sat idle."""
+    kinds = ("forward", "train", "decode")
+    decode_tokens = "/".join(map(str, sorted({d["settings"]["decode_tokens"] for d in documents})))
+    header = [
+        "model",
+        f"kernels per call: forward / train / decode ({decode_tokens} tokens)",
+        "kernel ms: forward / train (median)",
+        "host ÷ kernel time: forward / train",
+        "GPU idle within the call: forward / train / decode",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model in documents[0]["models"]:
+        rows = {k: [doc["models"][model][k] for doc in documents] for k in kinds}
+        launches = " / ".join(_span([r["launches"] for r in rows[k]], "{:,.0f}") for k in kinds)
+        kernel_ms = " / ".join(f"{statistics.median(r['busy_s'] for r in rows[k]) * 1e3:.1f}"
+                               for k in kinds[:2])
+        ratio = " / ".join(_span([r["host_over_busy"] for r in rows[k]], "{:.2f}")
+                           for k in kinds[:2])
+        idle = " / ".join(_span([100 * (1 - r["busy_s"] / r["elapsed_s"]) for r in rows[k]],
+                                "{:.0f}") + "%" for k in kinds)
+        lines.append(f"| {model} | {launches} | {kernel_ms} | {ratio} | {idle} |")
+    return "\n".join(lines)
