@@ -1,8 +1,13 @@
 """The CLI end to end at the tiny budget, and its handling of user mistakes."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from bimix_bench.cli.app import app, main
@@ -86,3 +91,75 @@ def test_user_mistakes_give_one_line_and_exit_2(argv, message, capsys):
 def test_records_are_one_json_object_per_line(run_dir):
     lines = (run_dir / "records.jsonl").read_text().splitlines()
     assert all(isinstance(json.loads(line), dict) for line in lines)
+
+
+def test_an_unknown_command_names_the_program_once(capsys):
+    assert main(["frobnicate"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("(try: bimix-bench --help)") and "bimix-bench bimix-bench" not in err
+    assert main(["run", "--bogus"]) == 2
+    assert capsys.readouterr().err.strip().endswith("(try: bimix-bench run --help)")
+
+
+@pytest.mark.parametrize("device, message", [
+    ("tpu9", "--device 'tpu9' is not a device; valid: auto, cpu, cuda, cuda:N"),
+    ("cuda:x", "is not a device"),
+    pytest.param("cuda", "no CUDA device is available", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="needs a machine without CUDA")),
+])
+def test_a_bad_device_is_refused_before_any_folder_exists(device, message, tmp_path, monkeypatch,
+                                                          capsys):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    argv = ["run", "--task", "lra", "--subtasks", "listops", "--models", "transformer",
+            "--device", device]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert main(argv) == 2  # the default run folder under runs/
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0] == err[1]  # one line each time
+    assert err[0].startswith("error: ") and message in err[0]
+    assert list(tmp_path.iterdir()) == []  # neither --out nor runs/ was created
+
+
+def test_resume_refuses_a_corrupt_records_file_and_recovers_a_torn_last_line(run_dir, tmp_path,
+                                                                             capsys):
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(run_dir, corrupt)
+    records = corrupt / "records.jsonl"
+    good = records.read_text()
+    records.write_text("{not json\n" + good)
+    assert main(["run", "--resume", str(corrupt)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{records}: line 1 is not valid JSON" in err
+    assert records.read_text() == "{not json\n" + good  # untouched
+
+    torn = tmp_path / "torn"
+    shutil.copytree(run_dir, torn)
+    (torn / "records.jsonl").write_text(good + good[: len(good) // 2])
+    assert main(["run", "--resume", str(torn)]) == 0  # every cell is done: nothing to train
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err and "Traceback" not in captured.err
+    assert (torn / "records.jsonl").read_text() == good
+    assert len(read_records(torn)) == 1
+
+
+def test_warnings_print_on_one_line(run_dir, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    with open(copy / "records.jsonl", "a") as f:
+        f.write("garbage\n")
+    assert main(["compare", str(copy)]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(warned) == 1 and warned[0].startswith("warning: ")
+    assert "line 2: not valid JSON" in warned[0] and "UserWarning" not in warned[0]
+
+
+@pytest.mark.parametrize("command", ["", "run", "list", "compare", "speed", "check", "gates"])
+def test_help_fits_80_columns_without_cutting_text_or_typing_flags(command):
+    env = {**os.environ, "COLUMNS": "80", "TERMINAL_WIDTH": "80"}
+    args = [sys.executable, "-m", "bimix_bench", *([command] if command else []), "--help"]
+    out = subprocess.run(args, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "…" not in out.stdout and "<bool>" not in out.stdout
+    assert max(len(line) for line in out.stdout.splitlines()) <= 80
+

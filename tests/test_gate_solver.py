@@ -350,3 +350,22 @@ def test_cuda_matches_cpu(dtype: torch.dtype, n: int) -> None:
         outs[device] = (g.detach().cpu(), s_d.grad.cpu(), lam_d.grad.cpu())
     for cpu_t, cuda_t in zip(outs["cpu"], outs["cuda"]):
         torch.testing.assert_close(cuda_t, cpu_t, atol=1e-6, rtol=1e-6)
+
+
+def test_single_band_is_the_box_clip_forward_and_backward() -> None:
+    # One band has no total variation: the map is clip(s, lo, hi), its gradient 1 inside the
+    # box and 0 where clipped, and lam gets no gradient.
+    s = torch.tensor([[0.5], [1.5], [-0.2], [0.9]], dtype=torch.float64, requires_grad=True)
+    lam = torch.full((4,), 0.3, dtype=torch.float64, requires_grad=True)
+    out = tv_box_prox(s, lam)
+    torch.testing.assert_close(out, s.detach().clamp(0.0, 1.0), atol=0, rtol=0)
+    (out * torch.tensor([[1.0], [2.0], [3.0], [4.0]], dtype=torch.float64)).sum().backward()
+    assert s.grad.flatten().tolist() == [1.0, 0.0, 0.0, 4.0]
+    assert lam.grad.abs().sum().item() == 0.0
+    # Unconstrained, one band is the identity; empty batches of one band work backward too.
+    t = torch.tensor([[-3.0], [7.0]], requires_grad=True)
+    tv_prox(t, 1.0).sum().backward()
+    assert t.grad.flatten().tolist() == [1.0, 1.0]
+    e = torch.empty(0, 1, requires_grad=True)
+    tv_box_prox(e, 0.1).sum().backward()
+    assert e.grad.shape == (0, 1)

@@ -152,3 +152,34 @@ def test_greedy_generate_on_cuda_matches_cpu():
     cpu = greedy_generate(model, prompts, 5, -1, torch.device("cpu"))
     gpu = greedy_generate(model.cuda(), prompts, 5, -1, torch.device("cuda"))
     assert gpu == cpu
+
+
+# --- each data set's official F1 rules --------------------------------------------------------
+def test_hotpotqa_f1_gives_zero_when_yes_no_or_noanswer_differ():
+    # hotpot_evaluate_v1.py: a special answer on either side must match exactly.
+    assert token_f1("yes it is", "yes", "hotpotqa") == 0.0
+    assert token_f1("yes", "yes it is", "hotpotqa") == 0.0
+    assert token_f1("no way", "No.", "hotpotqa") == 0.0
+    assert token_f1("noanswer here", "noanswer", "hotpotqa") == 0.0
+    assert token_f1("Yes!", "yes", "hotpotqa") == 1.0
+    assert math.isclose(token_f1("president obama", "Obama", "hotpotqa"), 2 / 3)
+    assert token_f1("", "", "hotpotqa") == 0.0  # no shared token: 0 in the official script
+    assert best_scores("yes it is", ["yes"], "hotpotqa") == (0.0, 0.0)
+    # SQuAD (generated subtasks) and LongBench's qa_f1_score have no such rule.
+    assert token_f1("yes it is", "yes") == 0.5
+    assert token_f1("yes it is", "yes", "longbench") == 0.5
+    assert token_f1("", "", "longbench") == 0.0 and token_f1("", "") == 1.0
+    with pytest.raises(ValueError, match="unknown QA scoring"):
+        token_f1("a", "b", "trec")
+
+
+def test_each_multidoc_subtask_uses_its_data_sets_scoring():
+    from bimix_bench.tasks.multidoc_qa import MultiDocQA
+    from bimix_bench.tasks.multidoc_qa.evaluation import scoring_for
+
+    expected = {"hotpotqa": "hotpotqa", "longbench_hotpotqa": "longbench",
+                "longbench_2wikimqa": "longbench", "longbench_musique": "longbench",
+                "multikey_needle": "squad", "bridge": "squad"}
+    names = {s.name for s in MultiDocQA().subtasks()}
+    for subtask, scoring in expected.items():
+        assert subtask in names and scoring_for(subtask) == scoring

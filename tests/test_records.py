@@ -25,8 +25,11 @@ from bimix_bench.results.records import (
     cell_key,
     config_hash,
     read_records,
+    repair_torn_tail,
+    resume_records,
     validate_record,
 )
+from bimix_bench.errors import UsageError
 
 _CONFIG = {"lr": 3e-4, "steps": 20, "model": {"d_model": 64, "n_layers": 2}}
 
@@ -290,13 +293,51 @@ def test_torn_and_invalid_lines_are_skipped_with_warnings(tmp_path: Path):
     assert "line 4: invalid record" in messages[1] and "field seed" in messages[1]
     assert "line 6: incomplete last line" in messages[2]
 
-    # The next append starts a fresh line, so only the torn line stays lost.
+    # The next append cuts the torn line off first, so it is gone rather than glued to the
+    # new record or left in the middle of the file.
     append_record(tmp_path, make_record(seed=10))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         recs = read_records(tmp_path)
     assert [r["seed"] for r in recs] == [0, 1, 2, 10]
-    assert len(caught) == 3 and "line 6: not valid JSON" in str(caught[2].message)
+    assert len(caught) == 2 and "line 6" not in " ".join(str(w.message) for w in caught)
+    assert len(path.read_text().splitlines()) == 6 and path.read_text().endswith("\n")
+
+
+def test_resume_refuses_a_garbage_line_before_the_last(tmp_path: Path):
+    for seed in range(2):
+        append_record(tmp_path, make_record(seed=seed))
+    path = tmp_path / RECORDS_FILE
+    lines = path.read_text().splitlines(keepends=True)
+    for garbage in ("this is not json\n", json.dumps(make_record(seed="bad")) + "\n"):
+        path.write_text(lines[0] + garbage + lines[1])
+        before = path.read_bytes()
+        with pytest.raises(UsageError) as err:
+            resume_records(tmp_path)
+        message = str(err.value)
+        assert str(path) in message and "line 2 " in message and "\n" not in message
+        assert path.read_bytes() == before  # left as it is
+
+
+def test_resume_cuts_a_torn_last_line_and_keeps_every_complete_one(tmp_path: Path):
+    good = [make_record(seed=s) for s in range(3)]
+    for rec in good:
+        append_record(tmp_path, rec)
+    path = tmp_path / RECORDS_FILE
+    complete = path.read_bytes()
+    full = json.dumps(make_record(seed=9)).encode()
+    path.write_bytes(complete + full[: len(full) // 2] + "é".encode()[:1])  # cut mid-character
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning on the way
+        assert resume_records(tmp_path) == good
+        assert path.read_bytes() == complete
+        assert read_records(tmp_path) == good  # later readers no longer warn
+    # A whole record that lacks only its newline is kept and gets the newline.
+    path.write_bytes(complete + full)
+    assert [r["seed"] for r in resume_records(tmp_path)] == [0, 1, 2, 9]
+    assert path.read_bytes() == complete + full + b"\n"
+    assert repair_torn_tail(tmp_path) is False  # nothing left to repair
+    assert resume_records(tmp_path / "elsewhere") == []  # a folder without records
 
 
 # ---------------------------------------------------------------------------------------------

@@ -220,3 +220,22 @@ def test_terminal_table_drops_low_priority_columns_when_narrow():
     headers = [c.header for c in narrow.columns]
     assert "model" in headers and "test" in headers and "time s" not in headers
     assert narrow.caption.startswith("not shown at this width: time s")
+
+
+def test_terminal_table_keeps_the_seed_column_when_narrow():
+    import pandas as pd
+
+    from bimix_bench.cli.ui import RUN_VIEW, records_table
+
+    frame = pd.DataFrame([{**{c: f"value-of-{c}" for c in RUN_VIEW}, "seed": s} for s in (0, 1)])
+    for width in (120, 80, 40):
+        headers = [c.header for c in records_table(frame, "t", RUN_VIEW, width=width).columns]
+        assert "seed" in headers and "model" in headers  # two seeds never look like duplicates
+
+
+def test_summary_files_are_readable_by_others(tmp_path: Path):
+    import stat
+
+    paths = write_tables(tmp_path, [_cls("transformer", 0, 0.5)])
+    for path in (paths["markdown"], paths["csv"]):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644

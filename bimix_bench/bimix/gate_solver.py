@@ -144,7 +144,8 @@ def _tv_prox_bands(s: Tensor, lam: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 def _segment_average(g: Tensor, fused: Tensor) -> Tensor:
     """Replace each entry of g (n, R) by the mean of g over its fused segment ((n-1, R) mask)."""
-    starts = torch.cat([torch.zeros_like(fused[:1]), ~fused], dim=0)  # (n, R)
+    # fused[:1] would be empty for a single band (n - 1 = 0): build the first row explicitly.
+    starts = torch.cat([fused.new_zeros(1, fused.shape[1]), ~fused], dim=0)  # (n, R)
     seg = starts.long().cumsum(dim=0)  # (n, R): segment id of each band
     sums = torch.zeros_like(g).scatter_add_(0, seg, g)
     counts = torch.zeros_like(g).scatter_add_(0, seg, torch.ones_like(g))
@@ -177,7 +178,7 @@ class _TVBoxProx(torch.autograd.Function):
         grad_s = grad_bands.T.to(grad_out.dtype).reshape(grad_out.shape)
         grad_lam = None
         if ctx.needs_input_grad[1]:
-            zero = torch.zeros_like(dual[:1])
+            zero = dual.new_zeros(1, dual.shape[1])  # not dual[:1]: empty for one band
             dt_u = torch.cat([zero, dual]) - torch.cat([dual, zero])  # (n, R): D^T u
             grad_lam = -(grad_bands * dt_u).sum(0)  # (R,)
             grad_lam = grad_lam.to(ctx.lam_dtype).reshape(ctx.lam_shape)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
 from bimix_bench.cli.app import app
 from bimix_bench.cli.common import console, err_console, split_names
 from bimix_bench.errors import UsageError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 # Below this share of wall time on a core per thread, the machine was oversubscribed.
 OVERSUBSCRIBED = 0.8
@@ -144,6 +147,8 @@ def _registered(ref: dict, names: list[str] | None) -> list[str]:
 
 
 def _offender_table(result) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"throughput regressions (tolerance {result.tolerance:.0%})")
     for column in ("model", "ctx", "kind", "score ref → now", "basis", "change (drift-corrected)",
                    "tok/s ref → now"):

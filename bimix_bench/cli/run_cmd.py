@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from bimix_bench.cli.app import app
 from bimix_bench.cli.common import console, parse_seeds, split_names
-from bimix_bench.engine.runner import RunRequest, execute
 from bimix_bench.errors import UsageError
+
+if TYPE_CHECKING:  # the runner imports torch: loaded only when a run starts
+    from bimix_bench.engine.runner import RunRequest
 
 
 @app.command()
@@ -35,7 +38,7 @@ def run(
         "the value keeps the key's type; unknown keys are rejected).",
     ),
     out: Path = typer.Option(
-        None, "--out", "-o", help="Run folder (default: `runs/TIME-TASK-BUDGET-ID`)."
+        None, "--out", "-o", help="Run folder (default: a new folder in runs/ named by time, task and budget)."
     ),
     data_dir: Path = typer.Option(
         None, "--data-dir", help="Folder with real data sets (e.g. the LRA release); default: the "
@@ -73,7 +76,9 @@ def run(
     Tables (summary.md, summary.csv) are rewritten after every cell.
     """
     from bimix_bench.cli.ui import RUN_VIEW, RichReporter, records_table
-    from bimix_bench.results.records import run_records
+    from bimix_bench.engine.device import pick_device
+    from bimix_bench.engine.runner import RunRequest, execute
+    from bimix_bench.results.records import resume_records, run_records
     from bimix_bench.results.tables import records_frame
 
     if data_dir is not None and not data_dir.is_dir():
@@ -82,6 +87,9 @@ def run(
         raise UsageError("missing --task (or --resume RUN_DIR)")
     if resume is not None and not resume.is_dir():
         raise UsageError(f"--resume {resume}: no such run folder")
+    pick_device(device)  # a bad or unavailable --device fails here, before any folder exists
+    if resume is not None:
+        resume_records(resume)  # a corrupt records file: exit 2; a torn last line is cut off
     request = RunRequest(
         task=task or "", resume=resume, budget=budget, models=split_names(models), seeds=parse_seeds(seeds),
         subtasks=split_names(subtasks), overrides=list(overrides), out_dir=out,

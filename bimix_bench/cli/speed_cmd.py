@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
 from bimix_bench.cli.app import app
 from bimix_bench.cli.common import console, split_names
 from bimix_bench.errors import UsageError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 GPU_CONTEXTS = "1024,2048,4096,8192,16384,32768,65536"
 CPU_CONTEXTS = "256,512,1024"
@@ -21,8 +23,8 @@ GPU_TOKENS, CPU_TOKENS = 32768, 2048
 def speed(
     models: str = typer.Option(None, "--models", "-m", help="Comma-separated models (default: all registered)."),
     contexts: str = typer.Option(
-        None, "--contexts", help=f"Comma-separated context lengths (default: {GPU_CONTEXTS} on GPU, "
-        f"{CPU_CONTEXTS} on CPU)."),
+        None, "--contexts", help="Comma-separated context lengths (default: "
+        f"{GPU_CONTEXTS.replace(',', ', ')} on GPU; {CPU_CONTEXTS.replace(',', ', ')} on CPU)."),
     tokens_per_batch: int = typer.Option(
         None, "--tokens-per-batch", help=f"B x T per call, kept constant over contexts (default: "
         f"{GPU_TOKENS} on GPU, {CPU_TOKENS} on CPU)."),
@@ -43,7 +45,7 @@ def speed(
         "cell", "--interleave", help="cell: time one (model, context) at a time (least memory); all: "
         "build everything, then go round-robin over all of it (most robust to drifting load)."),
     overrides: list[str] = typer.Option(
-        [], "--set", help="Model option, e.g. --set models.transformer.backend=reference (repeatable)."),
+        [], "--set", help="Model option, e.g. --set models.gla.backend=reference (repeatable)."),
     out: Path = typer.Option(None, "--out", "-o", help="Write the speed document (JSON) here."),
     plot: Path = typer.Option(None, "--plot", help="Write tokens/s vs context length (PNG) here."),
 ) -> None:
@@ -111,6 +113,8 @@ def _ints(text: str, option: str) -> list[int]:
 
 def speed_table(doc: dict[str, Any], title: str) -> Table:
     """model x context rows with tokens/s per kind, backend and peak memory."""
+    from rich.table import Table
+
     from bimix_bench.speed.document import iter_cells
 
     kinds = doc["settings"]["kinds"]

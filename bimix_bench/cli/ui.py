@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.progress import (
     BarColumn,
@@ -17,9 +17,11 @@ from rich.progress import (
 from rich.table import Table
 
 from bimix_bench.cli.common import console
-from bimix_bench.engine.runner import Cell
-from bimix_bench.engine.trainer import StepInfo
-from bimix_bench.results.tables import metric_direction
+from bimix_bench.metrics.selection import metric_direction
+
+if TYPE_CHECKING:  # annotations only: the engine imports torch
+    from bimix_bench.engine.runner import Cell
+    from bimix_bench.engine.trainer import StepInfo
 
 
 class RichReporter:
@@ -40,15 +42,18 @@ class RichReporter:
         self.sweep: TaskID | None = None
         self.current: TaskID | None = None
         self._last_note = ""
+        self._started = False
 
     def __enter__(self) -> "RichReporter":
-        self.progress.start()
-        return self
+        return self  # the bars start with the run: a run refused before then prints nothing
 
     def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
+        if self._started:
+            self.progress.stop()
 
     def run_started(self, run_dir: Path, cells: list[Cell]) -> None:
+        self.progress.start()
+        self._started = True
         console.print(f"[bold]run folder[/bold] {run_dir}  ({len(cells)} cells)")
         self.sweep = self.progress.add_task("sweep", total=len(cells), status="")
 
@@ -102,7 +107,8 @@ COMPARE_VIEW = {
 
 
 # Columns given up first when the terminal is too narrow for all (the files keep everything).
-DROP_WHEN_NARROW = ("wall_time_s", "seed", "status", "params_non_embedding", "params", "budget",
+# Never "seed": without it, two seeds of one model read as duplicate rows.
+DROP_WHEN_NARROW = ("wall_time_s", "status", "params_non_embedding", "params", "budget",
                     "n_ok", "metric", "decode_tokens_per_s", "decode tok/s", "not_ok", "backend")
 
 

@@ -3,27 +3,37 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Callable, ContextManager
 
 import torch
 
+from bimix_bench.errors import UsageError
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
 
 def pick_device(requested: str = "auto") -> torch.device:
+    """The torch device for a --device value: auto (CUDA if present), cpu, cuda or cuda:N.
+    Anything else, or CUDA where there is none (or no device N), is a UsageError."""
+    if not isinstance(requested, str) or not _DEVICE.fullmatch(requested):
+        raise UsageError(f"--device {requested!r} is not a device; valid: auto, cpu, cuda, cuda:N")
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from bimix_bench.errors import UsageError
-
-        raise UsageError("--device cuda requested but no CUDA device is available")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {requested} requested but no CUDA device is available")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise UsageError(f"--device {requested}: this machine has {count} CUDA device(s), "
+                             f"cuda:0 to cuda:{count - 1}")
     return device
 
 
 def resolved_precision(device: torch.device, precision: str) -> str:
     """`auto`: bf16 autocast on CUDA, fp32 on CPU; `bf16` / `fp32` force it."""
     if precision not in ("auto", "bf16", "fp32"):
-        from bimix_bench.errors import UsageError
-
         raise UsageError(f"train.precision must be auto, bf16 or fp32, got {precision!r}")
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"

@@ -6,9 +6,15 @@ Normalization (in this order): lowercase; delete ASCII punctuation; delete the a
 
 Token F1 counts overlapping tokens with multiplicity (the size of the multiset intersection of
 the two bags of words), so a repeated word matches only as often as it occurs on both sides.
-Two empty answers (after normalization) score F1 = 1 and one empty answer scores 0, as in the
-SQuAD 2.0 script; the HotpotQA and LongBench scripts return 0 for two empty answers, which would
-give EM = 1 with F1 = 0 for the same pair. With several gold answers the best score counts.
+Each data set is scored as its own official script scores it (`scoring`):
+  "squad"      (the generated subtasks) two empty answers (after normalization) score F1 = 1,
+               one empty answer 0, as in the SQuAD 2.0 script;
+  "hotpotqa"   hotpot_evaluate_v1.py: F1 = 0 when either normalized answer is "yes", "no" or
+               "noanswer" and the two differ (so "yes it is" against "yes" scores 0, not 0.5),
+               and 0 when no token is shared (two empty answers included);
+  "longbench"  LongBench's qa_f1_score (hotpotqa, 2wikimqa, musique): plain token F1, 0 when no
+               token is shared (two empty answers included); no yes/no rule.
+Exact match is the same everywhere. With several gold answers the best score counts.
 """
 
 from __future__ import annotations
@@ -33,11 +39,20 @@ def exact_match(prediction: str, gold: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(gold))
 
 
-def token_f1(prediction: str, gold: str) -> float:
-    pred_tokens = normalize_answer(prediction).split()
-    gold_tokens = normalize_answer(gold).split()
+SCORINGS = ("squad", "hotpotqa", "longbench")
+_HOTPOT_SPECIAL = frozenset({"yes", "no", "noanswer"})
+
+
+def token_f1(prediction: str, gold: str, scoring: str = "squad") -> float:
+    if scoring not in SCORINGS:
+        raise ValueError(f"unknown QA scoring {scoring!r}; valid: {', '.join(SCORINGS)}")
+    pred_norm, gold_norm = normalize_answer(prediction), normalize_answer(gold)
+    if scoring == "hotpotqa" and pred_norm != gold_norm and (
+            pred_norm in _HOTPOT_SPECIAL or gold_norm in _HOTPOT_SPECIAL):
+        return 0.0
+    pred_tokens, gold_tokens = pred_norm.split(), gold_norm.split()
     if not pred_tokens or not gold_tokens:
-        return float(pred_tokens == gold_tokens)
+        return float(pred_tokens == gold_tokens) if scoring == "squad" else 0.0
     overlap = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
     if overlap == 0:
         return 0.0
@@ -46,11 +61,12 @@ def token_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def best_scores(prediction: str, golds: Sequence[str]) -> tuple[float, float]:
+def best_scores(prediction: str, golds: Sequence[str], scoring: str = "squad") -> tuple[float, float]:
     """(EM, F1) of a prediction against the best-matching of several gold answers."""
     if not golds:
         raise ValueError("no gold answers to score against")
-    return max(exact_match(prediction, g) for g in golds), max(token_f1(prediction, g) for g in golds)
+    return (max(exact_match(prediction, g) for g in golds),
+            max(token_f1(prediction, g, scoring) for g in golds))
 
 
 def depth_bucket_label(lo: float, hi: float) -> str:
