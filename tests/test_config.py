@@ -11,9 +11,9 @@ def resolve(overrides=()):
                           {"transformer": {"backend": "auto"}}, list(overrides))
 
 
-def test_four_budgets_with_every_section():
-    assert budget_names()[:4] == ["tiny", "small", "medium", "large"]
-    targets = [load_budget(n)["params"]["non_embedding"] for n in budget_names()[:4]]
+def test_five_budgets_with_every_section():
+    assert budget_names()[:5] == ["tiny", "cpu", "small", "medium", "large"]
+    targets = [load_budget(n)["params"]["non_embedding"] for n in budget_names()[:5]]
     assert targets == sorted(targets)  # budgets grow
 
 
@@ -70,3 +70,34 @@ def test_a_budget_file_by_path(tmp_path):
     text = (load_budget.__globals__["BUDGET_DIR"] / "tiny.yaml").read_text()
     custom.write_text(text.replace("steps: 40", "steps: 3"))
     assert load_budget(str(custom))["train"]["steps"] == 3
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("task.listops.n_train=-5", "task.listops.n_train must be >= 0"),
+        ("task.listops.n_val=-1", "task.listops.n_val must be >= 0"),
+        ("task.listops.context=0", "task.listops.context must be > 0"),
+        ("task.listops.min_len=-3", "task.listops.min_len must be > 0"),
+        ("task.listops.max_len=0", "task.listops.max_len must be > 0"),
+        ("task.listops.min_len=300", r"task.listops.min_len \(300\) must not exceed"),
+        ("task.pathfinder.image_size=-16", "task.pathfinder.image_size must be > 0"),
+        ("task.n_test=-2", "task.n_test must be >= 0"),
+    ],
+)
+def test_task_sizes_are_range_checked(item, message):
+    defaults = {"subtasks": ["listops"], "n_test": 10,
+                "listops": {"context": 200, "min_len": 40, "max_len": 200, "n_train": 8, "n_val": 4},
+                "pathfinder": {"image_size": 16, "n_train": 0}}
+    cfg = resolve_config("tiny", "lra", defaults, {}, [])  # the defaults pass, 0 = "all" included
+    assert cfg["task"]["pathfinder"]["n_train"] == 0
+    with pytest.raises(UsageError, match=message):
+        resolve_config("tiny", "lra", defaults, {}, [item])
+
+
+def test_every_task_familys_defaults_pass_the_size_checks():
+    from bimix_bench.registry import TASKS
+
+    for entry in TASKS:
+        for budget in budget_names():
+            resolve_config(budget, entry.name, entry.obj.defaults(budget), {}, [])

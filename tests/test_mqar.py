@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from bimix_bench.cli.app import app
 from bimix_bench.registry import TASKS
 from bimix_bench.results.records import read_records, validate_record
-from bimix_bench.tasks.mqar import SUBTASKS, example_fetcher, recall_accuracy
+from bimix_bench.task import evaluate_split
+from bimix_bench.tasks.mqar import SUBTASKS, example_fetcher
 from bimix_bench.tasks.mqar.generator import MQARConfig, generate_mqar, parse_subtask, slot_probabilities
 
 CFG = MQARConfig(seq_len=64, n_kv=8)
@@ -37,9 +38,10 @@ def test_structure_of_generated_sequences():
 
 
 def test_non_queries_random_or_zero():
-    inputs, positions, _ = generate_mqar(200, CFG, np.random.default_rng(1))
+    small = MQARConfig(seq_len=64, n_kv=8, vocab_size=256)
+    inputs, positions, _ = generate_mqar(200, small, np.random.default_rng(1))
     free = np.ones_like(inputs, dtype=bool)
-    free[:, : 2 * CFG.n_kv] = False
+    free[:, : 2 * small.n_kv] = False
     np.put_along_axis(free, positions, False, axis=1)
     fill = inputs[free]
     counts = np.bincount(fill, minlength=256)
@@ -81,7 +83,7 @@ def test_config_and_names():
     with pytest.raises(ValueError):
         MQARConfig(64, 17)  # 4 * 17 > 64
     with pytest.raises(ValueError):
-        MQARConfig(1024, 128)  # more keys than the key range holds
+        MQARConfig(1024, 128, vocab_size=256)  # more keys than the key range 1..127 holds
     for name in SUBTASKS:
         t, n = parse_subtask(name)
         assert MQARConfig(t, n).name == name
@@ -101,31 +103,31 @@ class RecallOracle(torch.nn.Module):
     """Predicts, at a query, the value that followed the same key in the kv region; a uniform
     guess elsewhere. Accuracy on answer positions must be exactly 1."""
 
-    def __init__(self, n_kv: int):
+    def __init__(self, n_kv: int, vocab_size: int):
         super().__init__()
-        self.n_kv = n_kv
+        self.n_kv, self.vocab_size = n_kv, vocab_size
 
-    def forward(self, tokens: torch.Tensor, lengths=None) -> torch.Tensor:  # (B, T) -> (B, T, V)
-        B, T = tokens.shape
-        logits = torch.zeros(B, T, 261)
+    def forward(self, tokens: torch.Tensor, lengths=None, scored=None) -> torch.Tensor:
+        B, T = tokens.shape  # (B, T) -> (B, T, V), or (n, V) at the `scored` positions
+        logits = torch.zeros(B, T, self.vocab_size)
         for b in range(B):
             kv = {int(tokens[b, 2 * i]): int(tokens[b, 2 * i + 1]) for i in range(self.n_kv)}
             for t in range(2 * self.n_kv, T):
                 value = kv.get(int(tokens[b, t]))
                 if value is not None:
                     logits[b, t, value] = 10.0
-        return logits
+        return logits if scored is None else logits[scored]
 
 
 def test_accuracy_metric_with_an_oracle():
     task = TASKS.get("mqar").obj
     cfg = {"family": "mqar", **task.defaults("tiny")}
     data = task.load("T64_kv4", cfg, seed=0, data_dir=None)
-    run_cfg = {"train": {"precision": "fp32"}, "eval": {"test_examples": 20, "val_examples": 8, "batch_size": 8}}
-    out = recall_accuracy(RecallOracle(4), data, "test", torch.device("cpu"), run_cfg)
+    assert data.vocab_size == cfg["vocab_size"] == 8192 and data.selection_metric == "accuracy"
+    out = evaluate_split(RecallOracle(4, data.vocab_size), data, "test", torch.device("cpu"), 8, limit=20)
     # Random fill can repeat a key inside the query region; the oracle then guesses that key's
     # value there too, but only answer positions are scored.
-    assert out == {"accuracy": 1.0, "n_queries": 20 * 4}
+    assert out["accuracy"] == 1.0 and out["n"] == 20 * 4
     assert data.meta["sizes"] == {"train": 2048, "val": 64, "test": 128}
 
 
@@ -140,6 +142,8 @@ def test_tiny_run_through_the_cli(tmp_path):
     validate_record(rec)
     assert rec["status"] == "ok", rec["reason"]
     test = rec["metrics"]["test"]
-    assert 0.0 <= test["accuracy"] <= 1.0 and test["n_queries"] == 32 * 4
-    assert test["n_bytes"] == 32 * 4  # the loss counts answer positions only
+    assert 0.0 <= test["accuracy"] <= 1.0 and test["n"] == 32 * 4  # answer positions only
     assert rec["data"]["seq_len"] == 64 and rec["subtask"] == "T64_kv4"
+    assert rec["arch"]["vocab_size"] == rec["data"]["vocab_size"] == 8192
+    assert rec["protocol"]["selection_metric"] == "accuracy"
+    assert rec["learning_rate"] == {"lr": 3e-3, "grid": [3e-3], "role": "fixed"}

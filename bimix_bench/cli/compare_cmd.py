@@ -29,7 +29,9 @@ def compare(
 ) -> None:
     """Models x tasks: headline quality (mean ± 95% CI over seeds), tokens/s, parameters and
     kernel backend, each also relative to the Transformer of the same task, subtask and budget;
-    flags comparisons that are not like for like."""
+    flags comparisons that are not like for like and cells where no model beats the task's
+    chance level (uninformative); says per published anchor whether it was reproduced. Where
+    a learning-rate grid ran, only each model's chosen rate counts (column lr)."""
     from bimix_bench.speed.document import is_speed_document, read_document
 
     records, speed_docs = [], {}
@@ -54,19 +56,27 @@ def compare(
         from bimix_bench.results.comparison import comparison_frame, display_frame, json_rows
         from bimix_bench.results.tables import to_markdown
 
+        from bimix_bench.results.tables import records_frame
+        from bimix_bench.results.verdicts import anchor_lines
+
         table, notes = comparison_frame(records)
+        anchors = anchor_lines(records, records_frame(records))
         shown = display_frame(table)
         n_runs = len(run_dirs) - len(speed_docs)
         console.print(records_table(shown, f"{len(records)} records from {n_runs} run(s)",
                                     width=console.width))
         for note in notes:
             console.print(f"[yellow]note: {note}[/yellow]")
+        for line in anchors:
+            colour = "green" if line.status == "reproduced" else "yellow"
+            console.print(f"[{colour}]{line.text()}[/{colour}]", highlight=False)
         cells = ranges = None
         if versus:
             cells, ranges = _versus(table, versus, records)
         if markdown:
             body = to_markdown(shown) + "\n" + "".join(f"\n- note: {n}" for n in notes)
-            body += "\n" if notes else ""
+            body += "".join(f"\n- {line.text()}" for line in anchors)
+            body += "\n" if notes or anchors else ""
             if versus:
                 from bimix_bench.results.versus import versus_markdown
                 body += "\n" + versus_markdown(cells, ranges, versus)
@@ -76,7 +86,8 @@ def compare(
             table.to_csv(csv, index=False)
             console.print(f"wrote {csv}")
         if json_out:
-            doc = {"notes": notes, "rows": json_rows(table)}
+            doc = {"notes": notes, "anchors": [line.as_dict() for line in anchors],
+                   "rows": json_rows(table)}
             if versus:
                 doc["versus"] = {"model": versus, "cells": json_rows(cells),
                                  "by_context": json_rows(ranges)}

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from bimix_bench.cli.app import app
-from bimix_bench.cli.common import console
-from bimix_bench.config import budget_names, load_budget
 from bimix_bench.errors import UsageError
-from bimix_bench.registry import MODELS, TASKS
 
 SECTIONS = ("models", "tasks", "budgets")
 
@@ -21,6 +17,14 @@ def list_(
     """List registered models, task families (with subtasks) and budgets."""
     if what != "all" and what not in SECTIONS:
         raise UsageError(f"unknown section {what!r}; valid: all, {', '.join(SECTIONS)}")
+    # Imported here, not at module level, so `bimix-bench --help` stays fast; the registries
+    # load their plugins (torch) only when models or tasks are listed.
+    from rich.table import Table
+
+    from bimix_bench.cli.common import console
+    from bimix_bench.config import budget_names, load_budget
+    from bimix_bench.registry import MODELS, TASKS
+
     if what in ("all", "models"):
         table = Table(title="models")
         for col in ("name", "description", "source"):
@@ -36,6 +40,13 @@ def list_(
             subs = ", ".join(s.name for s in entry.obj.subtasks())
             table.add_row(entry.name, subs, entry.description, entry.source)
         console.print(table)
+        table = Table(title="where each subtask separates models (some model above chance)")
+        for col in ("task", "subtask", "informative"):
+            table.add_column(col, overflow="fold")
+        for entry in TASKS:
+            for sub, where in entry.obj.informative().items():
+                table.add_row(entry.name, sub, where)
+        console.print(table)
     if what in ("all", "budgets"):
         table = Table(title="budgets")
         for col in ("name", "non-embedding params", "layers", "steps", "tokens/step", "description"):
@@ -46,6 +57,6 @@ def list_(
                           str(b["train"]["steps"]), f"{b['train']['batch_tokens']:,}",
                           b.get("description", ""))
         console.print(table)
-    errors = {**MODELS.load_errors, **TASKS.load_errors}
+    errors = {**MODELS.load_errors, **TASKS.load_errors}  # empty unless a registry was loaded
     for name, message in errors.items():
         console.print(f"[yellow]not loaded: {name}: {message}[/yellow]")

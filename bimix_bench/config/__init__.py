@@ -4,6 +4,10 @@ The resolved config is one nested dict, saved with every run and hashed into eve
   budget, params, arch, train, eval, throughput, seeds   from the budget YAML
   task      {family, subtasks, <subtask>: {...}, ...}    from the family's defaults for the budget
   models    {<model>: {option: value}}                   registered defaults of the chosen models
+A task family may set its own training protocol for a budget (a `protocol:` mapping in its
+defaults): its keys replace the budget's `train` keys of the same name (steps or epochs, batch,
+warm-up, learning-rate grid, early stopping, the protocol's name and source), for every model
+of the task alike. Parameters and depth stay the budget's. --set applies after both.
 Overrides address any leaf with a dotted key (`train.steps=100`,
 `models.bimix.tv_lambda=0.1`); the value is parsed as YAML and must keep the leaf's type;
 unknown keys are rejected with the list of valid ones.
@@ -35,7 +39,7 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def budget_names() -> list[str]:
-    order = {"tiny": 0, "small": 1, "medium": 2, "large": 3}
+    order = {"tiny": 0, "cpu": 1, "small": 2, "medium": 3, "large": 4}
     names = [p.stem for p in BUDGET_DIR.glob("*.yaml")]
     return sorted(names, key=lambda n: (order.get(n, 99), n))
 
@@ -68,26 +72,47 @@ def load_budget(name_or_path: str) -> dict[str, Any]:
     missing = [s for s in BUDGET_SECTIONS if s not in data]
     if missing:
         raise UsageError(f"budget {path} lacks section(s): {', '.join(missing)}")
-    _check_budget_types(data, path)
+    _check_budget_types(data, f"budget {path}")
     return data
 
 
-def _check_budget_types(data: dict[str, Any], path: Path) -> None:
-    checks = {
-        ("params", "non_embedding"): int,
-        ("params", "tolerance"): (int, float),
-        ("arch", "n_layers"): int,
-        ("arch", "n_heads"): int,
-        ("train", "steps"): int,
-        ("train", "batch_tokens"): int,
-        ("train", "lr"): (int, float),
-    }
-    for (section, key), types in checks.items():
+_POSITIVE_KEYS = {
+    ("params", "non_embedding"): int,
+    ("params", "tolerance"): (int, float),
+    ("arch", "n_layers"): int,
+    ("arch", "n_heads"): int,
+    ("train", "steps"): int,
+    ("train", "batch_tokens"): int,
+    ("train", "lr"): (int, float),
+    ("eval", "batch_size"): int,
+    ("eval", "val_examples"): int,
+    ("eval", "test_examples"): int,
+}
+
+
+def _check_budget_types(data: dict[str, Any], where: Any) -> None:
+    """Every size and rate a budget fixes is a positive number; seeds are integers >= 0."""
+    for (section, key), types in _POSITIVE_KEYS.items():
         value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
         if not isinstance(value, types) or isinstance(value, bool) or value <= 0:
-            raise UsageError(f"budget {path}: {section}.{key} must be a positive number, got {value!r}")
-    if not (isinstance(data["seeds"], list) and all(isinstance(s, int) for s in data["seeds"])):
-        raise UsageError(f"budget {path}: seeds must be a list of integers")
+            raise UsageError(f"{where}: {section}.{key} must be a positive number, got {value!r}")
+    if not (isinstance(data["seeds"], list) and data["seeds"]
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in data["seeds"])):
+        raise UsageError(f"{where}: seeds must be a non-empty list of integers >= 0")
+    if isinstance(data.get("train"), dict):
+        check_train_section(data["train"], str(where))
+
+
+def apply_protocol(cfg: dict[str, Any]) -> None:
+    """Move the task family's `protocol` (if any) into cfg["train"], in place."""
+    protocol = cfg["task"].pop("protocol", None) or {}
+    if not isinstance(protocol, dict):
+        raise UsageError(f"task {cfg['task']['family']}: protocol must be a mapping of train keys")
+    unknown = sorted(set(protocol) - set(cfg["train"]))
+    if unknown:
+        raise UsageError(f"task {cfg['task']['family']}: protocol sets unknown train key(s) "
+                         f"{', '.join(unknown)}; valid: {', '.join(cfg['train'])}")
+    cfg["train"] = deep_merge(cfg["train"], protocol)
 
 
 def resolve_config(
@@ -104,9 +129,53 @@ def resolve_config(
         "task": deep_merge({"family": task_family}, task_defaults),
         "models": copy.deepcopy(model_defaults),
     }
+    apply_protocol(cfg)
     for item in overrides:
         apply_override(cfg, item)
+    _check_budget_types(cfg, "the resolved config (budget, task protocol and --set)")
+    check_task_sizes(cfg["task"])
     return cfg
+
+
+def check_train_section(train: dict[str, Any], where: str) -> None:
+    """Range checks of the protocol keys that budgets, task protocols and --set may change."""
+    grid = train.get("lr_grid", [])
+    if not isinstance(grid, list) or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in grid):
+        raise UsageError(f"{where}: train.lr_grid must be a list of positive numbers, got {grid!r}")
+    if len(set(grid)) != len(grid):
+        raise UsageError(f"{where}: train.lr_grid repeats a rate: {grid!r}")
+    for key in ("epochs", "batch_sequences"):
+        value = train.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UsageError(f"{where}: train.{key} must be an integer >= 0, got {value!r}")
+    stop = train.get("early_stop_at", 0.0)
+    if isinstance(stop, bool) or not isinstance(stop, (int, float)) or stop < 0:
+        raise UsageError(f"{where}: train.early_stop_at must be a number >= 0, got {stop!r}")
+
+
+# Sizes in a task section, wherever they sit (`task.n_train`, `task.listops.n_train`): example
+# counts may be 0 (real data sets: "all of it"), never negative (a negative count would slice
+# from the end, e.g. train examples taken from the test examples); lengths must be positive.
+_COUNT_KEYS = ("n_train", "n_val", "n_test")
+_LENGTH_KEYS = ("context", "min_len", "max_len", "image_size")
+
+
+def check_task_sizes(task: dict[str, Any], prefix: str = "task") -> None:
+    """Range checks of every example count and length in a resolved task section."""
+    for key, value in task.items():
+        where = f"{prefix}.{key}"
+        if isinstance(value, dict):
+            check_task_sizes(value, where)
+        elif isinstance(value, bool) or not isinstance(value, int):
+            continue
+        elif key in _COUNT_KEYS and value < 0:
+            raise UsageError(f"{where} must be >= 0 (0: every example), got {value}")
+        elif key in _LENGTH_KEYS and value <= 0:
+            raise UsageError(f"{where} must be > 0, got {value}")
+    lo, hi = task.get("min_len"), task.get("max_len")
+    if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
+        raise UsageError(f"{prefix}.min_len ({lo}) must not exceed {prefix}.max_len ({hi})")
 
 
 def leaf_keys(cfg: dict[str, Any], prefix: str = "") -> list[str]:
@@ -162,6 +231,7 @@ def coerce_value(key: str, text: str, old: Any) -> Any:
     elif isinstance(old, list):
         if not isinstance(value, list):
             value = [value]  # `seeds=3` means [3]
+        value = [_number_or_text(v) for v in value]  # YAML 1.1 reads "1e-3" as a string
         ok = all(isinstance(v, type(old[0])) for v in value) if old else True
     elif isinstance(old, str):
         ok = value is not None and not isinstance(value, (dict, list))
@@ -170,4 +240,13 @@ def coerce_value(key: str, text: str, old: Any) -> Any:
         ok = isinstance(value, type(old))
     if not ok:
         raise UsageError(f"{key} expects {type(old).__name__}, got {text!r}")
+    return value
+
+
+def _number_or_text(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
     return value

@@ -16,8 +16,10 @@ from bimix_bench.registry import MODELS
 CHECKPOINT_DIR = "checkpoints"
 
 
-def checkpoint_path(run_dir: Path, task: str, subtask: str, model: str, seed: int) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / f"{task}-{subtask}-{model}-seed{seed}.pt"
+def checkpoint_path(run_dir: Path, task: str, subtask: str, model: str, seed: int,
+                    tag: str = "") -> Path:
+    """`tag` keeps apart the cells of one learning-rate grid ("-lr0.001")."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"{task}-{subtask}-{model}-seed{seed}{tag}.pt"
 
 
 def save_checkpoint(path: Path, model_name: str, options: dict[str, Any], arch: Architecture,

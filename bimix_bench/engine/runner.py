@@ -58,6 +58,21 @@ class Cell:
     subtask: str
     seed: int
     model: str
+    # Learning rate: "fixed" cells train at the config's rate; "grid" cells at `lr`, one rate
+    # of train.lr_grid on the run's first seed; "chosen" cells (later seeds) at the grid's best
+    # rate on validation, known only once the grid has finished (results/lr_selection.py).
+    role: str = "fixed"
+    lr: float | None = None
+
+    @property
+    def key(self) -> tuple[str, int, str, float | None]:
+        """Identity of the cell in a run folder: a grid has one cell per rate."""
+        return (self.subtask, self.seed, self.model, self.lr if self.role == "grid" else None)
+
+    @property
+    def tag(self) -> str:
+        """File-name suffix that keeps the cells of one grid apart."""
+        return f"-lr{self.lr:g}" if self.role == "grid" else ""
 
 
 class Reporter(Protocol):
@@ -97,7 +112,13 @@ def prepare(request: RunRequest) -> tuple[dict[str, Any], list[Cell], Any]:
     if request.seeds is not None:
         cfg["seeds"] = list(request.seeds)
     known = [s.name for s in task.subtasks()]
-    subtasks = request.subtasks or cfg["task"].get("subtasks") or known
+    defaults = cfg["task"].get("subtasks")
+    if not request.subtasks and defaults == []:
+        notes = "; ".join(f"{k}: {v}" for k, v in task.informative().items())
+        raise UsageError(f"{request.task} runs no subtask by default at budget {budget_name}: none "
+                         f"is known to separate models there ({notes}). Name subtasks with "
+                         "--subtasks to run them anyway")
+    subtasks = request.subtasks or defaults or known
     for sub in subtasks:
         if sub not in known:
             raise UsageError(f"unknown subtask {sub!r} of task {request.task!r}; valid: {', '.join(known)}")
@@ -107,8 +128,50 @@ def prepare(request: RunRequest) -> tuple[dict[str, Any], list[Cell], Any]:
 
 
 def _cells(cfg: dict[str, Any]) -> list[Cell]:
-    return [Cell(sub, seed, m) for sub in cfg["task"]["subtasks"] for seed in cfg["seeds"]
-            for m in cfg["run"]["models"]]
+    """Per subtask: with a grid of two or more rates, per model every rate on the first seed,
+    then the other seeds at that model's chosen rate (so an interrupted run has whole models
+    finished); else every seed at the one rate."""
+    grid = [float(lr) for lr in cfg["train"].get("lr_grid") or []]
+    models, seeds = cfg["run"]["models"], cfg["seeds"]
+    cells = []
+    for sub in cfg["task"]["subtasks"]:
+        if len(grid) < 2:
+            lr = grid[0] if grid else float(cfg["train"]["lr"])
+            cells += [Cell(sub, seed, m, "fixed", lr) for seed in seeds for m in models]
+            continue
+        for m in models:
+            cells += [Cell(sub, seeds[0], m, "grid", lr) for lr in grid]
+            cells += [Cell(sub, seed, m, "chosen") for seed in seeds[1:]]
+    return cells
+
+
+def record_cell_key(rec: dict[str, Any]) -> tuple[str, int, str, float | None]:
+    """The Cell.key of the cell a record finished."""
+    from bimix_bench.results.lr_selection import lr_role, record_lr
+
+    grid = lr_role(rec) == "grid"
+    return (rec["subtask"], rec["seed"], rec["model"], record_lr(rec) if grid else None)
+
+
+def cell_config(cfg: dict[str, Any], cell: Cell, records: list[dict[str, Any]]
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config this cell trains with (its learning rate set) and its record's
+    "learning_rate" entry. Raises SkipCell when a later seed's grid has no finished rate."""
+    from bimix_bench.results.lr_selection import chosen_rates, grid_results
+
+    grid = [float(lr) for lr in cfg["train"].get("lr_grid") or []]
+    lr, entry = cell.lr, {"lr": cell.lr, "grid": grid or [float(cfg["train"]["lr"])], "role": cell.role}
+    if cell.role == "chosen":
+        # Every record of the folder is this run's (its run_id is the folder's first name).
+        cell_of_run = (cfg["task"]["family"], cell.subtask, cfg["budget"]["name"], cell.model)
+        found = [(key, lr) for key, lr in chosen_rates(records).items() if key[1:] == cell_of_run]
+        if not found:
+            raise SkipCell(f"no rate of the learning-rate grid {grid} finished ok on seed "
+                           f"{cfg['seeds'][0]}, so there is no chosen rate to train seed {cell.seed} at")
+        key, lr = found[0]
+        entry.update(lr=lr, chosen_from=grid_results(records, key))
+    cell_cfg = {**cfg, "train": {**cfg["train"], "lr": lr}}
+    return cell_cfg, entry
 
 
 def _prepare_resume(request: RunRequest) -> tuple[dict[str, Any], list[Cell], Any]:
@@ -149,33 +212,50 @@ def _execute(request: RunRequest, reporter: Reporter | None, dist: DistContext |
     if request.shard is not None:
         k, n = request.shard
         cells = cells[k::n]
+    if request.shard is not None and any(c.role == "grid" for c in cells):
+        raise UsageError("a learning-rate grid (train.lr_grid) needs its cells in order, in one "
+                         "process: run it without --gpus (--nproc works)")
     if request.resume is not None:
         run_dir = Path(request.resume)
         data_dir = Path(cfg["run"]["data_dir"]) if cfg["run"].get("data_dir") else None
         request.data_dir = data_dir
-        done = {(r["subtask"], r["seed"], r["model"]) for r in _all_records(run_dir)} | parked_cells(run_dir)
-        skipped = [c for c in cells if (c.subtask, c.seed, c.model) in done]
-        cells = [c for c in cells if (c.subtask, c.seed, c.model) not in done]
+        done = {record_cell_key(r) for r in _all_records(run_dir)}
+        done |= {(sub, seed, model, None) for sub, seed, model in parked_cells(run_dir)}
+        skipped = [c for c in cells if c.key in done]
+        cells = [c for c in cells if c.key not in done]
         reporter.note(f"resuming {run_dir}: {len(skipped)} finished cells kept, {len(cells)} to run")
     elif is_main:
         run_dir = initialise_run(request, cfg)
     else:
         run_dir = Path(request.out_dir)
     device = device_for(dist) if dist is not None else pick_device(request.device)
-    run_id = run_dir.name
+    # A resumed run keeps the id its first records carry, so that its cells (one learning-rate
+    # grid among them) stay one run even if the folder was moved or renamed in between.
+    run_id = next((r["run_id"] for r in _all_records(run_dir)), run_dir.name)
     env = environment_info()
     reporter.run_started(run_dir, cells)
     data_cache: dict[tuple[str, int], TaskData | SkipCell] = {}
     for cell in cells:
         key = (cell.subtask, cell.seed)
         if key not in data_cache:
-            data_cache.clear()  # one subtask's data in memory at a time
+            if all(k[0] != cell.subtask for k in data_cache):
+                data_cache.clear()  # one subtask's data in memory at a time
             try:
                 data_cache[key] = task.load(cell.subtask, cfg["task"], cell.seed, request.data_dir)
             except SkipCell as skip:
                 data_cache[key] = skip
                 reporter.note(f"skipping {cfg['task']['family']}/{cell.subtask}: {skip}")
-        record = run_cell(cell, data_cache[key], cfg, device, run_dir, run_id, env, request, reporter, dist)
+        try:
+            cell_cfg, lr_entry = cell_config(cfg, cell, _all_records(run_dir))
+        except SkipCell as skip:
+            record = base_record(cell, cfg, run_id, env, request)
+            record.update(status="skipped", reason=str(skip),
+                          learning_rate={"lr": float(cfg["train"]["lr"]), "grid": cfg["train"]["lr_grid"],
+                                         "role": "chosen"})
+        else:
+            record = run_cell(cell, data_cache[key], cell_cfg, device, run_dir, run_id, env, request,
+                              reporter, dist)
+            record["learning_rate"] = lr_entry
         barrier(dist)
         if not is_main:
             continue
@@ -227,7 +307,8 @@ def initialise_run(request: RunRequest, cfg: dict[str, Any] | None = None) -> Pa
 
 def state_path(run_dir: Path, cfg: dict[str, Any], cell: Cell) -> Path:
     """Where an unfinished cell keeps its training state (removed once the cell is recorded)."""
-    return Path(run_dir) / "state" / f"{cfg['task']['family']}-{cell.subtask}-{cell.model}-seed{cell.seed}.pt"
+    return (Path(run_dir) / "state"
+            / f"{cfg['task']['family']}-{cell.subtask}-{cell.model}-seed{cell.seed}{cell.tag}.pt")
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -266,7 +347,7 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
     if isinstance(data, SkipCell):
         record.update(status="skipped", reason=str(data))
         return record
-    record["data"] = data.meta
+    record["data"] = data_facts(data, cfg)
     started = time.perf_counter()
     spec = MODELS.get(cell.model).obj
     options = cfg["models"][cell.model]
@@ -275,21 +356,21 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
             spec, options, int(cfg["params"]["non_embedding"]), int(cfg["arch"]["n_layers"]),
             int(cfg["arch"]["n_heads"]), float(cfg["arch"]["ffn_ratio"]), data.context,
             head="cls" if data.objective == "classify" else "lm", n_classes=data.n_classes,
-            tolerance=float(cfg["params"]["tolerance"]),
+            tolerance=float(cfg["params"]["tolerance"]), vocab_size=data.vocab_size,
         )
         seed_everything(cell.seed)
         model = LanguageModel(arch, spec, options).to(device)
         counts = count_parameters(model)
         target = int(cfg["params"]["non_embedding"])
         record["arch"] = asdict(arch)
-        record["arch"].pop("vocab_size", None)
         record["params"] = {
             "total": counts["total"], "non_embedding": counts["non_embedding"],
             "target_non_embedding": target,
             "relative_error": (counts["non_embedding"] - target) / target,
         }
         reporter.cell_started(cell, f"d_model={arch.d_model} ffn={arch.ffn_hidden} "
-                                    f"params={counts['non_embedding']:,}")
+                                    f"params={counts['non_embedding']:,} lr={cfg['train']['lr']:g}"
+                                    + (" (grid)" if cell.role == "grid" else ""))
         result = train_model(model, data, cfg, device, cell.seed, lambda info: reporter.step(cell, info),
                              state_path=state_path(run_dir, cfg, cell), dist=dist)
         bs_train = batch_size_for(cfg, data.context)
@@ -312,6 +393,12 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
             tokens_trained=result.tokens_trained, steps=result.steps, best_step=result.best_step,
             metrics={"val": result.best_val, "test": test},
         )
+        record["protocol"] = {
+            "name": str(cfg["train"].get("protocol") or "budget default"),
+            "planned_steps": result.planned_steps, "stopped_early": result.stopped_early,
+            "selection_metric": data.selection_metric,
+            "early_stop_at": float(cfg["train"].get("early_stop_at", 0.0) or 0.0),
+        }
         # Where the wall time went (kernel compilation and autotuning land in the first calls).
         # Training and validation include earlier processes of a resumed cell; the rest is
         # this process's, like wall_time_s.
@@ -324,7 +411,7 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
         }
         if result.resumed_at_steps:
             record["resumed_at_steps"] = result.resumed_at_steps
-        record["data"] = {**data.meta, "tokens_trained_padded": result.tokens_trained_padded,
+        record["data"] = {**data_facts(data, cfg), "tokens_trained_padded": result.tokens_trained_padded,
                           "train_history": result.history}
         record["extras"] = {f"layer{i}": m.record_extras() for i, m in enumerate(model.mixers)
                             if m.record_extras()}
@@ -346,7 +433,8 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
             }
         if request.save_checkpoints:
             save_checkpoint(
-                checkpoint_path(run_dir, cfg["task"]["family"], cell.subtask, cell.model, cell.seed),
+                checkpoint_path(run_dir, cfg["task"]["family"], cell.subtask, cell.model, cell.seed,
+                                cell.tag),
                 cell.model, options, arch, result.best_state,
                 {"task": cfg["task"]["family"], "subtask": cell.subtask, "seed": cell.seed,
                  "best_step": result.best_step},
@@ -371,6 +459,17 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return record
+
+
+def data_facts(data: TaskData, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The task's facts about its data, plus (classification) the share of the majority class
+    among the scored test examples: the chance level a classifier must beat."""
+    facts = dict(data.meta)
+    labels = getattr(data.test, "labels", None)
+    if data.objective == "classify" and labels is not None and len(labels):
+        scored = labels[: int(cfg["eval"]["test_examples"])]
+        facts["test_majority_share"] = float(torch.bincount(scored).max()) / len(scored)
+    return facts
 
 
 def base_record(cell: Cell, cfg: dict[str, Any], run_id: str, env: dict[str, Any],

@@ -15,9 +15,10 @@ import torch
 from bimix_bench.engine.device import autocast_factory, synchronize
 from bimix_bench.engine.distributed import DistContext, shard
 from bimix_bench.engine.optim import build_optimizer, lr_at, set_lr
+from bimix_bench.metrics.selection import reaches, selection_key
 from bimix_bench.models.backbone import LanguageModel
 from bimix_bench.models.mixer import TrainProgress
-from bimix_bench.task import TaskData, evaluate_split, sequence_loss
+from bimix_bench.task import TaskData, evaluate_split, scored_positions, sequence_loss
 
 
 class Diverged(Exception):
@@ -49,18 +50,30 @@ class TrainResult:
     validation_time_s: float = 0.0
     earlier_train_time_s: float = 0.0  # the part of train_time_s spent by earlier processes
     resumed_at_steps: list[int] = field(default_factory=list)  # where each resumption began
+    planned_steps: int = 0  # what the protocol asked for (steps, or epochs over the data)
+    stopped_early: bool = False  # validation reached train.early_stop_at before planned_steps
 
 
 def batch_size_for(cfg: dict[str, Any], context: int) -> int:
-    """Sequences per step from the budget's tokens per step; at least one."""
+    """Sequences per step: train.batch_sequences where a protocol sets it, else the budget's
+    tokens per step over the context; at least one."""
+    sequences = int(cfg["train"].get("batch_sequences", 0) or 0)
+    if sequences > 0:  # a protocol that fixes sequences per step (Zoology: 512)
+        return sequences
     return max(1, int(cfg["train"]["batch_tokens"]) // context)
 
 
-def selection_score(objective: str, metrics: dict[str, float]) -> float:
-    """Higher is better: validation accuracy, or minus validation bits per byte."""
-    if objective == "classify":
-        return metrics.get("accuracy", 0.0) - 1e-6 * metrics.get("loss", 0.0)
-    return -metrics.get("bits_per_byte", math.inf)
+def planned_steps(cfg: dict[str, Any], data: TaskData) -> int:
+    """Optimizer steps of the protocol: train.steps, or train.epochs full passes over an
+    example-indexed training set (partial last batches are dropped, as the batcher does)."""
+    epochs = int(cfg["train"].get("epochs", 0) or 0)
+    if epochs <= 0:
+        return int(cfg["train"]["steps"])
+    if not hasattr(data.train, "__len__"):
+        raise ValueError(f"{data.task}/{data.subtask}: train.epochs needs a training set of "
+                         "examples; this task streams windows, so set train.steps")
+    per_epoch = len(data.train) // batch_size_for(cfg, data.context)
+    return max(1, epochs * per_epoch)
 
 
 def train_model(
@@ -79,7 +92,9 @@ def train_model(
     With `dist`, each rank trains on its slice of the same global batch under DDP and only
     the main rank validates and saves."""
     train_cfg, eval_cfg = cfg["train"], cfg["eval"]
-    total_steps = int(train_cfg["steps"])
+    total_steps = planned_steps(cfg, data)
+    metric = data.selection_metric
+    early_stop_at = float(train_cfg.get("early_stop_at", 0.0) or 0.0)
     eval_every = max(1, int(train_cfg.get("eval_every", total_steps)))
     autocast = autocast_factory(device, train_cfg.get("precision", "auto"))
     optimizer = build_optimizer(model, train_cfg)
@@ -95,8 +110,9 @@ def train_model(
         )
     is_main = dist is None or dist.is_main
 
-    result = TrainResult(0, 0, 0, None, {}, copy.deepcopy(_cpu_state(model)))
-    best_score = -math.inf
+    result = TrainResult(0, 0, 0, None, {}, copy.deepcopy(_cpu_state(model)),
+                         planned_steps=total_steps)
+    best_score = (-math.inf, -math.inf)
     first_step = 0
     if state_path is not None and Path(state_path).exists():
         first_step, best_score = _load_training_state(state_path, model, optimizer, result, device)
@@ -108,6 +124,8 @@ def train_model(
     def loop_time() -> float:
         return result.earlier_train_time_s + time.perf_counter() - start
 
+    if result.stopped_early:  # resumed after the validation that ended training
+        first_step = total_steps
     for step in range(first_step, total_steps):
         model.train()
         global_batch = next(batches)
@@ -115,7 +133,7 @@ def train_model(
         lr = lr_at(step, total_steps, train_cfg)
         set_lr(optimizer, lr)
         with autocast():
-            logits = forward(batch.tokens, batch.lengths)
+            logits = forward(batch.tokens, batch.lengths, scored=scored_positions(data.objective, batch))
             loss = sequence_loss(data.objective, logits, batch)
             for mixer in model.mixers:
                 extra = mixer.aux_loss()
@@ -149,11 +167,13 @@ def train_model(
             result.validation_time_s += time.perf_counter() - validation_start
             info.val = val
             result.history.append({"step": step + 1, "train_loss": info.loss, "val": val})
-            score = selection_score(data.objective, val)
+            score = selection_key(metric, val)
             if score > best_score:
                 best_score = score
                 result.best_step, result.best_val = step + 1, val
                 result.best_state = _cpu_state(model)
+            result.stopped_early = (early_stop_at > 0 and step + 1 < total_steps
+                                    and reaches(metric, val.get(metric), early_stop_at))
             if state_path is not None and is_main:
                 result.train_time_s = loop_time()
                 _save_training_state(state_path, model, optimizer, result, best_score)
@@ -164,15 +184,27 @@ def train_model(
             info.tokens_per_s = window_tokens / elapsed if elapsed > 0 else 0.0
         if on_step:
             on_step(info)
+        if early_stop_at > 0 and ((step + 1) % eval_every == 0) and _agree(result.stopped_early, dist, device):
+            result.stopped_early = True
+            break
     result.train_time_s = loop_time()
     return result
+
+
+def _agree(flag: bool, dist: DistContext | None, device: torch.device) -> bool:
+    """The main rank's decision, known to every rank (only the main rank validates)."""
+    if dist is None:
+        return flag
+    value = torch.tensor([int(flag)], device=device)
+    torch.distributed.broadcast(value, src=0)
+    return bool(value.item())
 
 
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _save_training_state(path: Path, model, optimizer, result: TrainResult, best_score: float) -> None:
+def _save_training_state(path: Path, model, optimizer, result: TrainResult, best_score: tuple[float, float]) -> None:
     """Everything needed to continue exactly: weights, optimizer moments, RNG, bookkeeping."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,7 +215,7 @@ def _save_training_state(path: Path, model, optimizer, result: TrainResult, best
         "tokens_trained": result.tokens_trained, "tokens_trained_padded": result.tokens_trained_padded,
         "torch_rng": torch.get_rng_state(),
         "train_time_s": result.train_time_s, "validation_time_s": result.validation_time_s,
-        "resumed_at_steps": result.resumed_at_steps,
+        "resumed_at_steps": result.resumed_at_steps, "stopped_early": result.stopped_early,
     }
     tmp = path.with_suffix(".tmp")
     torch.save(blob, tmp)
@@ -203,4 +235,6 @@ def _load_training_state(path: Path, model, optimizer, result: TrainResult, devi
     result.earlier_train_time_s = blob.get("train_time_s", 0.0)  # absent in older state files
     result.validation_time_s = blob.get("validation_time_s", 0.0)
     result.resumed_at_steps = [*blob.get("resumed_at_steps", []), blob["step"]]
-    return blob["step"], blob["best_score"]
+    result.stopped_early = blob.get("stopped_early", False)
+    best = blob["best_score"]  # older state files hold one number, not the (value, loss) rank
+    return blob["step"], tuple(best) if isinstance(best, (tuple, list)) else (best, -math.inf)

@@ -104,11 +104,15 @@ class LanguageModel(nn.Module):
             x = block(x)
         return self.norm_out(x)
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens: (B, T) int64. Returns (B, T, V) for "lm", (B, C) for "cls"."""
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None,
+                scored: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens: (B, T) int64. Returns (B, T, V) for "lm", (B, C) for "cls".
+        scored: optional (B, T) bool mask for "lm": logits only at those positions, (n, V), so
+        that a task scoring a few answer positions of a large vocabulary (MQAR: 4 of 64
+        positions, 8,192 ids) does not pay the head for every position."""
         h = self.hidden_states(tokens)
         if self.arch.head == "lm":
-            return F.linear(h, self.embed.weight)
+            return F.linear(h if scored is None else h[scored], self.embed.weight)
         if lengths is None:
             pooled = h.mean(dim=1)
         else:  # mean over the valid (unpadded) prefix of each row

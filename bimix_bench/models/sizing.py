@@ -20,6 +20,7 @@ import torch
 from bimix_bench.errors import UsageError
 from bimix_bench.models.backbone import Architecture, LanguageModel, count_parameters
 from bimix_bench.models.mixer import ModelSpec
+from bimix_bench.models.tokenizer import VOCAB_SIZE
 
 
 def _count(arch: Architecture, spec: ModelSpec, options: dict[str, Any]) -> int:
@@ -43,13 +44,14 @@ def solve_architecture(
     n_classes: int = 0,
     tolerance: float = 0.05,
     max_width: int = 16384,
+    vocab_size: int = VOCAB_SIZE,
 ) -> tuple[Architecture, int]:
     """Returns the architecture and its exact non-embedding parameter count."""
     step = math.lcm(2 * n_heads, spec.width_multiple)
 
     def arch(d: int, ffn: int | None = None) -> Architecture:
         hidden = ffn if ffn is not None else max(1, round(ffn_ratio * d))
-        return Architecture(d, n_layers, n_heads, hidden, max_seq_len, head, n_classes)
+        return Architecture(d, n_layers, n_heads, hidden, max_seq_len, head, n_classes, vocab_size)
 
     @lru_cache(maxsize=None)
     def params(d: int, ffn: int | None = None) -> int:

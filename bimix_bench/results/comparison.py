@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from bimix_bench.results.tables import aggregate, records_frame
+from bimix_bench.results.verdicts import mark_chance, test_counts
 
 BASELINE = "transformer"
 PARAM_MISMATCH = 0.05
@@ -42,7 +43,8 @@ RELATIVE = {
 }
 COMPARE_COLUMNS = [
     "task", "subtask", "budget", "model", "metric", "direction", "n_seeds", "n_ok", "mean",
-    "std", "ci95", "quality_vs_transformer", "train_tokens_per_s", "train_vs_transformer",
+    "std", "ci95", "lr", "chance", "chance_basis", "above_chance", "informative",
+    "quality_vs_transformer", "train_tokens_per_s", "train_vs_transformer",
     "inference_tokens_per_s", "inference_vs_transformer", "decode_tokens_per_s",
     "decode_vs_transformer", "params_non_embedding", "params_vs_transformer", "peak_memory_bytes",
     "context", "backend", "backend_kind", "device", "not_ok", "flags",
@@ -131,6 +133,10 @@ def comparison_frame(records: list[dict]) -> tuple[pd.DataFrame, list[str]]:
                 table.loc[index, rel] = group[column] / b[column] if b[column] else math.nan
             table.loc[index, "quality_vs_transformer"] = group["mean"] - b["mean"]
         _flag_group(table, index, base)
+    table = mark_chance(table, records, test_counts(records))
+    for i in table.index[table["informative"] == False]:  # noqa: E712 (None = no chance level)
+        flag = f"uninformative: no model beats chance ({table.at[i, 'chance']:.4g})"
+        table.at[i, "flags"] = "; ".join(f for f in (table.at[i, "flags"], flag) if f)
 
     budgets = sorted({str(b) for b in table["budget"]})
     if len(budgets) > 1:
@@ -195,6 +201,8 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
             "model": r["model"],
             "metric": r["metric"] if isinstance(r["metric"], str) else "-",
             "quality": _quality(r),
+            "lr": r["lr"] or "-",
+            "vs chance": _vs_chance(r),
             f"Δ vs {BASELINE}": "" if is_base else _signed(r["quality_vs_transformer"]),
             "train tok/s": _with_ratio(r["train_tokens_per_s"], r["train_vs_transformer"], is_base),
             "infer tok/s": _with_ratio(r["inference_tokens_per_s"], r["inference_vs_transformer"], is_base),
@@ -211,6 +219,12 @@ def _quality(r: pd.Series) -> str:
         return f"- (n={int(r['n_ok'])})"
     ci = f" ± {r['ci95']:.3g}" if _number(r["ci95"]) else ""
     return f"{r['mean']:.4g}{ci} (n={int(r['n_ok'])})"
+
+
+def _vs_chance(r: pd.Series) -> str:
+    if r["above_chance"] is None or not _number(r["chance"]):
+        return "-"
+    return f"{'above' if r['above_chance'] else 'AT'} {r['chance']:.3g}"
 
 
 def _signed(value: float) -> str:

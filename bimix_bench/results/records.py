@@ -2,8 +2,10 @@
 
 Records are appended by several processes at once (one per model or seed), so each append is a
 single write of one whole line on an O_APPEND descriptor under an exclusive flock, followed by
-fsync. Readers tolerate a torn last line (a crash mid-write) and any line that is not a valid
-record: such lines are skipped with a warning rather than failing the whole table.
+fsync. A torn last line (a crash mid-write) is cut from the file by the next append, or by
+`run --resume` (resume_records), under that same lock. Readers tolerate a torn last line and
+any line that is not a valid record: such lines are skipped with a warning rather than failing
+the whole table; resume_records instead refuses a file with such a line before its last.
 
 The schema (version 1) is checked field by field by `validate_record`; every message starts with
 ``field <dotted.path>:`` so a bad record is easy to locate.
@@ -21,6 +23,8 @@ import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from bimix_bench.errors import UsageError
 
 SCHEMA_VERSION = 1
 RECORDS_FILE = "records.jsonl"
@@ -137,7 +141,13 @@ _TOP_LEVEL = (
 # GPU. "timings_s": seconds per phase of the cell (records before it was added lack it).
 # "resumed_at_steps": the steps at which training continued from a saved state after an
 # interruption (then wall_time_s covers the last process only, timings_s the whole training).
-_OPTIONAL_TOP_LEVEL = ("distributed", "timings_s", "resumed_at_steps")
+# "learning_rate": the rate this cell trained at and how it was chosen (LR_ROLES; records
+# before learning-rate grids lack it: one fixed rate). "protocol": the training protocol, the
+# steps it planned and whether early stopping ended training before them.
+_OPTIONAL_TOP_LEVEL = ("distributed", "timings_s", "resumed_at_steps", "learning_rate", "protocol")
+# "fixed": the config's one rate; "grid": one rate of the grid, trained on the first seed;
+# "chosen": a later seed at the grid's best rate on validation.
+LR_ROLES = ("fixed", "grid", "chosen")
 _PARAMS_INT = ("total", "non_embedding", "target_non_embedding")
 _ARCH_INT = ("d_model", "n_layers", "n_heads", "ffn_hidden", "max_seq_len")
 
@@ -206,6 +216,20 @@ def validate_record(rec: dict) -> None:
     if "resumed_at_steps" in rec and c.list_("resumed_at_steps", rec["resumed_at_steps"]):
         for i, step in enumerate(rec["resumed_at_steps"]):
             c.int_(f"resumed_at_steps[{i}]", step, minimum=0)
+    if "learning_rate" in rec:
+        _check_learning_rate(c, rec["learning_rate"])
+    if "protocol" in rec and c.dict_("protocol", rec["protocol"]):
+        proto = rec["protocol"]
+        c.keys("protocol", proto, ("name", "planned_steps", "stopped_early", "selection_metric"),
+               optional=("early_stop_at",))
+        if "name" in proto:
+            c.str_("protocol.name", proto["name"], nonempty=True)
+        if "planned_steps" in proto:
+            c.int_("protocol.planned_steps", proto["planned_steps"], minimum=0)
+        if "stopped_early" in proto and not isinstance(proto["stopped_early"], bool):
+            c.fail("protocol.stopped_early", f"expected true or false, got {_describe(proto['stopped_early'])}")
+        if "selection_metric" in proto:
+            c.str_("protocol.selection_metric", proto["selection_metric"], nonempty=True)
     if "backends" in rec and c.dict_("backends", rec["backends"]):
         for key, value in rec["backends"].items():
             c.str_(f"backends.{key}", value)
@@ -240,12 +264,31 @@ def _check_params(c: _Checker, params: Any, may_be_null: bool) -> None:
                        f"target = {expected:.6g}")
 
 
+def _check_learning_rate(c: _Checker, lr: Any) -> None:
+    if not c.dict_("learning_rate", lr):
+        return
+    c.keys("learning_rate", lr, ("lr", "grid", "role"), optional=("chosen_from",))
+    if "lr" in lr:
+        c.number("learning_rate.lr", lr["lr"], positive=True)
+    if "grid" in lr and c.list_("learning_rate.grid", lr["grid"]):
+        for i, rate in enumerate(lr["grid"]):
+            c.number(f"learning_rate.grid[{i}]", rate, positive=True)
+    if "role" in lr and lr["role"] not in LR_ROLES:
+        c.fail("learning_rate.role", f"must be one of {', '.join(LR_ROLES)}; got {_describe(lr['role'])}")
+    if "chosen_from" in lr and c.dict_("learning_rate.chosen_from", lr["chosen_from"]):
+        for rate, value in lr["chosen_from"].items():
+            if value is not None:
+                c.number(f"learning_rate.chosen_from.{rate}", value)
+
+
 def _check_arch(c: _Checker, arch: Any, may_be_null: bool) -> None:
     if arch is None and may_be_null:
         return
     if not c.dict_("arch", arch):
         return
-    c.keys("arch", arch, _ARCH_INT + ("head", "n_classes"))
+    c.keys("arch", arch, _ARCH_INT + ("head", "n_classes"), optional=("vocab_size",))
+    if "vocab_size" in arch:
+        c.int_("arch.vocab_size", arch["vocab_size"], minimum=1)
     for key in _ARCH_INT:
         if key in arch:
             c.int_(f"arch.{key}", arch[key], minimum=1)
@@ -306,11 +349,7 @@ def append_record(run_dir: Path, rec: dict) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            size = os.fstat(fd).st_size
-            # A crash may have left a torn last line; start on a fresh line so this record is
-            # not glued to it (the reader then skips only the torn one).
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                line = b"\n" + line
+            _repair_tail_locked(fd)  # a crash may have left a torn last line: cut it first
             written = os.write(fd, line)
             while written < len(line):  # rare short write (disk nearly full): finish it locked
                 written += os.write(fd, line[written:])
@@ -321,6 +360,85 @@ def append_record(run_dir: Path, rec: dict) -> None:
         os.close(fd)
     if created:
         _fsync_dir(run_dir)
+
+
+def _repair_tail_locked(fd: int) -> bool:
+    """With the appenders' lock held on `fd` (O_APPEND): bytes after the last newline were left
+    by a writer that died mid-line (a live one holds the lock until its line is whole). Not JSON
+    (a cut-off object never is): cut the file back to its last complete line. JSON that lacks
+    only its newline: add the newline. Returns whether the file changed.
+
+    ftruncate, not a rewrite and rename: one step that keeps every complete line, and an
+    appender that opened the file and waits for the lock still writes into this same file
+    (after a rename its record would go into the unlinked old one and be lost)."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return False
+    data = os.pread(fd, size, 0)
+    start = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[start:].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        os.ftruncate(fd, start)
+    else:
+        os.write(fd, b"\n")
+    os.fsync(fd)
+    return True
+
+
+def repair_torn_tail(path: Path) -> bool:
+    """Cut a torn last line (a crash mid-write) from a run folder's records.jsonl, in place and
+    under the appenders' lock (see _repair_tail_locked). Returns whether the file changed."""
+    path = records_path(path)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            return _repair_tail_locked(fd)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def resume_records(run_dir: Path) -> list[dict]:
+    """The records of a run folder that `run --resume` continues, read strictly. A line that
+    is not a valid record before the last complete line is corruption that resuming would
+    build on: UsageError naming the file and line, and the file is left as it is. A torn last
+    line (a crash mid-write) is recovered: cut from the file (repair_torn_tail), so that later
+    commands read the file without a warning."""
+    path = records_path(run_dir)
+    if not path.exists():
+        return []
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror}") from None
+    complete = raw[: raw.rfind(b"\n") + 1]  # the bytes after the last newline: a torn line
+    records = []
+    for number, line in enumerate(complete.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            why = err.msg if isinstance(err, json.JSONDecodeError) else "not UTF-8"
+            raise UsageError(f"{path}: line {number} is not valid JSON ({why}); the records file "
+                             "is corrupt: fix or delete that line to resume") from None
+        try:
+            validate_record(rec)
+        except RecordError as err:
+            more = f" and {len(err.errors) - 1} more" if len(err.errors) > 1 else ""
+            raise UsageError(f"{path}: line {number} is not a valid record ({err.errors[0]}{more}); "
+                             "fix or delete that line to resume") from None
+        records.append(rec)
+    if complete != raw:
+        try:
+            repair_torn_tail(path)
+        except OSError as err:
+            raise UsageError(f"cannot remove the torn last line of {path}: {err.strerror}") from None
+        return resume_records(path)  # the tail may have been a whole line lacking its newline
+    return records
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -405,5 +523,6 @@ def config_hash(cfg: dict) -> str:
 __all__: list[str] = [
     "SCHEMA_VERSION", "RECORDS_FILE", "STATUSES", "THROUGHPUT_KINDS", "RecordError",
     "validate_record", "append_record", "read_records", "records_path", "cell_key",
+    "repair_torn_tail", "resume_records",
     "canonical_json", "config_hash",
 ]

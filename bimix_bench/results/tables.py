@@ -17,27 +17,18 @@ from typing import Any, Iterable
 import pandas as pd
 from tabulate import tabulate
 
-# Headline metrics in order of preference, with the direction that is better.
-MAIN_METRIC: dict[str, str] = {
-    "accuracy": "max",
-    "exact_match": "max",
-    "f1": "max",
-    "bits_per_byte": "min",  # lower is better
-    "loss": "min",  # last resort for a task that reports nothing else
-}
-# Other metrics a task may report, for `metric_direction` only.
-_OTHER_DIRECTIONS: dict[str, str] = {"perplexity": "min", "rouge_l": "max", "edit_sim": "max"}
+from bimix_bench.metrics.selection import MAIN_METRIC, headline_metric, metric_direction  # noqa: F401
 
 RECORD_COLUMNS = [
-    "task", "subtask", "model", "seed", "budget", "status", "reason", "params_non_embedding",
-    "metric", "metric_value", "train_tokens_per_s", "inference_tokens_per_s",
+    "task", "subtask", "model", "seed", "budget", "status", "reason", "lr", "lr_role", "counted",
+    "params_non_embedding", "metric", "metric_value", "train_tokens_per_s", "inference_tokens_per_s",
     "decode_tokens_per_s", "peak_memory_bytes", "backend", "wall_time_s",
 ]
 GROUP_COLUMNS = ["task", "subtask", "model", "budget"]
 SPEED_COLUMNS = ["train_tokens_per_s", "inference_tokens_per_s", "decode_tokens_per_s"]
 SUMMARY_COLUMNS = [
     "task", "subtask", "budget", "model", "metric", "direction", "n_seeds", "n_ok", "mean",
-    "std", "ci95", *SPEED_COLUMNS, "peak_memory_bytes", "wall_time_s", "backend", "not_ok",
+    "std", "ci95", "lr", *SPEED_COLUMNS, "peak_memory_bytes", "wall_time_s", "backend", "not_ok",
 ]
 
 # Two-sided 95% Student t quantiles t_{0.975, df} for df = 1..30, used when scipy is absent;
@@ -48,20 +39,6 @@ _T975 = (
     2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423,
 )
 _Z975 = 1.96
-
-
-def metric_direction(name: str) -> str:
-    """"max" when higher values of metric `name` are better, "min" when lower are."""
-    direction = MAIN_METRIC.get(name) or _OTHER_DIRECTIONS.get(name)
-    if direction is None:
-        raise KeyError(f"unknown metric {name!r}: its better direction is not known")
-    return direction
-
-
-def headline_metric(names: Iterable[str]) -> str | None:
-    """The preferred headline metric among `names`, or None when none is a headline metric."""
-    available = set(names)
-    return next((m for m in MAIN_METRIC if m in available), None)
 
 
 def t_quantile_975(df: int) -> float:
@@ -80,7 +57,12 @@ def t_quantile_975(df: int) -> float:
 
 
 def records_frame(records: list[dict]) -> pd.DataFrame:
-    """One row per record with the columns of RECORD_COLUMNS."""
+    """One row per record with the columns of RECORD_COLUMNS. `counted` is False for the cells
+    of a learning-rate grid at a rate that was not chosen (results/lr_selection.py): they stay
+    in the frame as the evidence of the choice, and `aggregate` leaves them out."""
+    from bimix_bench.results.lr_selection import at_chosen_rates, lr_role, record_lr
+
+    counted = {id(rec) for rec in at_chosen_rates(records)}
     # The headline metric is chosen per (task, subtask) from every record's test metrics.
     names: dict[tuple[str, str], set[str]] = {}
     for rec in records:
@@ -101,6 +83,9 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
             "budget": rec["budget"],
             "status": rec["status"],
             "reason": rec.get("reason"),
+            "lr": _float_or_nan(record_lr(rec)),
+            "lr_role": lr_role(rec),
+            "counted": id(rec) in counted,
             "params_non_embedding": (rec.get("params") or {}).get("non_embedding"),
             "metric": metric,
             "metric_value": _float_or_nan(value),
@@ -118,8 +103,11 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
 
     mean / std / ci95 are over the seeds with status "ok" and a headline value: std is the
     sample standard deviation, ci95 the half-width t_{0.975, n-1} * std / sqrt(n) (both NaN for
-    a single seed). Speeds, peak memory and wall time are medians over the same seeds."""
+    a single seed). Speeds, peak memory and wall time are medians over the same seeds. `lr` is
+    the learning rate(s) those seeds trained at (the chosen rate, where a grid chose it).
+    Records with `counted` False (a grid's rates that were not chosen) are left out."""
     rows = []
+    frame = frame[frame["counted"].astype(bool)]
     for key, group in frame.groupby(GROUP_COLUMNS, sort=True, dropna=False):
         ok = group[group["status"] == "ok"]
         values = ok["metric_value"].dropna().astype(float)
@@ -138,6 +126,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
             "mean": mean,
             "std": std,
             "ci95": ci95,
+            "lr": ", ".join(f"{lr:g}" for lr in sorted(set(ok["lr"].dropna()))),
             **{col: _median(ok[col]) for col in SPEED_COLUMNS},
             "peak_memory_bytes": _median(ok["peak_memory_bytes"]),
             "wall_time_s": _median(ok["wall_time_s"]),
@@ -258,6 +247,7 @@ def _write_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` so a concurrent reader sees the old file or the new, never half."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private (0600); tables are meant to be read
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

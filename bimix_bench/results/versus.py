@@ -20,10 +20,8 @@ import math
 import pandas as pd
 
 from bimix_bench.results.comparison import KEY
+from bimix_bench.results.verdicts import PROPORTIONS, test_counts
 
-PROPORTIONS = ("accuracy", "exact_match")
-# Test-split metric holding how many items a proportion counts, per task family.
-_COUNT_KEYS = ("n", "n_queries", "n_questions")
 
 SPEEDS = {"train_tokens_per_s": "train", "inference_tokens_per_s": "inference",
           "decode_tokens_per_s": "decode"}
@@ -80,18 +78,6 @@ def _signed_delta(a: pd.Series, b: pd.Series) -> float:
         return math.nan
     sign = -1.0 if a["direction"] == "min" else 1.0  # lower bits/byte is better
     return sign * (float(a["mean"]) - float(b["mean"]))
-
-
-def test_counts(records: list[dict]) -> dict[tuple, int]:
-    """(task, subtask, budget, model) -> test items behind a proportion (smallest over seeds)."""
-    counts: dict[tuple, int] = {}
-    for rec in records:
-        test = ((rec.get("metrics") or {}).get("test") or {})
-        n = next((test[k] for k in _COUNT_KEYS if isinstance(test.get(k), int)), None)
-        key = (rec["task"], rec["subtask"], rec["budget"], rec["model"])
-        if n:
-            counts[key] = min(n, counts.get(key, n))
-    return counts
 
 
 def _verdict(a: pd.Series, b: pd.Series, delta: float, counts: dict[tuple, int]) -> str:

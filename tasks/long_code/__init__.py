@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bimix_bench.errors import SkipCell
-from bimix_bench.task import StreamSplit, SubtaskInfo, Task, TaskData, register_task
+from bimix_bench.task import Chance, StreamSplit, SubtaskInfo, Task, TaskData, register_task
 from bimix_bench.tasks.long_code.boundaries import boundary_masks
 from bimix_bench.tasks.long_code.metrics import CodeMetricSettings, code_metrics
 from bimix_bench.tasks.long_code.sources import (
@@ -117,6 +117,9 @@ class LongCode(Task):
             SubtaskInfo("python_stdlib", "the running Python's standard library sources (offline)"),
             SubtaskInfo("hf", "a code data set with a `content` column (local parquet/jsonl or hub)"),
         ]
+
+    def chance(self, subtask: str, data_meta: dict[str, Any]) -> Chance | None:
+        return Chance("bits_per_byte", 8.0, "uniform over the 256 byte values")
 
     def load(self, subtask: str, cfg: dict[str, Any], seed: int, data_dir: Path | None) -> TaskData:
         return self.loaders[subtask](cfg, seed, data_dir)

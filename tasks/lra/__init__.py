@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bimix_bench.errors import UsageError
-from bimix_bench.task import SubtaskInfo, Task, TaskData, register_task
+from bimix_bench.task import Chance, SubtaskInfo, Task, TaskData, register_task
 from bimix_bench.tasks.lra.loaders import LOADERS, find_listops_release, load_listops
 
 __all__ = ["LongRangeArena", "find_listops_release", "load_listops"]
@@ -27,6 +27,7 @@ SUBTASKS = (
     SubtaskInfo("pathfinder", "are the two markers joined by one contour? 32x32 pixels (1K tokens)"),
     SubtaskInfo("pathx", "Path-X: Pathfinder at 128x128 pixels (16K tokens)"),
 )
+N_CLASSES = {"listops": 10, "text": 2, "retrieval": 2, "image": 10, "pathfinder": 2, "pathx": 2}
 
 
 @register_task
@@ -38,6 +39,16 @@ class LongRangeArena(Task):
 
     def subtasks(self) -> list[SubtaskInfo]:
         return list(SUBTASKS)
+
+    def chance(self, subtask: str, data_meta: dict[str, Any]) -> Chance | None:
+        """The test split's majority class where the record has it, else uniform guessing."""
+        if subtask not in N_CLASSES:
+            return None
+        share = data_meta.get("test_majority_share")
+        if share is not None:
+            return Chance("accuracy", float(share), "majority class of the test split")
+        return Chance("accuracy", 1.0 / N_CLASSES[subtask],
+                      f"uniform guess over {N_CLASSES[subtask]} classes")
 
     def load(self, subtask: str, cfg: dict[str, Any], seed: int, data_dir: Path | None) -> TaskData:
         if subtask not in LOADERS:

@@ -1,8 +1,10 @@
 """Multi-query associative recall (Zoology, Arora et al. 2023) as a task family: `--task mqar`.
 
-Subtask `T{T}_kv{N}`: sequences of T byte ids with N key-value pairs followed by queries (see
-generator.py). Language-model objective with the loss on the answer positions only; the
-headline metric is the accuracy of the argmax prediction on those positions.
+Subtask `T{T}_kv{N}`: sequences of T ids with N key-value pairs followed by queries (see
+generator.py), over the task's own vocabulary (Zoology: 8,192 ids; the model's embedding and
+head take that size). Language-model objective with the loss on the answer positions only; the
+headline metric ("accuracy") is the accuracy of the argmax prediction on those positions, the
+same number Zoology reports.
 Examples are built on demand from (seed, split, index), so the data set never sits in memory
 and is identical for every model.
 """
@@ -15,9 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bimix_bench.engine.device import autocast_factory
-from bimix_bench.metrics.token_losses import token_losses
-from bimix_bench.task import ExampleSplit, SubtaskInfo, Task, TaskData, register_task
+from bimix_bench.task import Chance, ExampleSplit, SubtaskInfo, Task, TaskData, register_task
 from bimix_bench.tasks.mqar.generator import MQARConfig, generate_mqar, parse_subtask
 
 # The grid offered as subtasks: Zoology's sequence lengths and pair counts, extended to longer
@@ -41,43 +41,25 @@ def example_fetcher(cfg: MQARConfig, seed: int, split: str):
     return fetch
 
 
-def recall_accuracy(model, data: TaskData, split: str, device: torch.device, cfg: dict[str, Any]
-                    ) -> dict[str, float]:
-    """Share of answer positions whose argmax prediction is the value, over the same examples
-    the standard evaluation scores (the first eval.test_examples)."""
-    autocast = autocast_factory(device, cfg["train"].get("precision", "auto"))
-    limit = int(cfg["eval"]["test_examples"]) if split == "test" else int(cfg["eval"]["val_examples"])
-    hits = total = 0
-    model.eval()
-    for batch in data.eval_batches(split, int(cfg["eval"]["batch_size"]), limit):
-        batch = batch.to(device)
-        _, hit = token_losses(model, batch.tokens, batch.targets, autocast)
-        hits += int(hit.sum())
-        total += int((batch.targets != -100).sum())
-    if total == 0:
-        return {}
-    return {"accuracy": hits / total, "n_queries": total}
-
-
 def load_mqar(subtask: str, cfg: dict[str, Any], seed: int) -> TaskData:
     seq_len, n_kv = parse_subtask(subtask)
-    gen = MQARConfig(seq_len, n_kv, float(cfg["power_a"]), bool(cfg["random_non_queries"]))
+    gen = MQARConfig(seq_len, n_kv, float(cfg["power_a"]), bool(cfg["random_non_queries"]),
+                     int(cfg["vocab_size"]))
     sizes = {s: int(cfg[f"n_{s}"]) for s in ("train", "val", "test")}
     splits = {s: ExampleSplit(n, example_fetcher(gen, seed, s)) for s, n in sizes.items()}
     meta = {
-        "source": "generated offline with the Zoology MQAR process (byte ids)",
+        "source": "generated offline with the Zoology MQAR process",
+        "vocab_size": gen.vocab_size,
         "seq_len": seq_len, "n_kv_pairs": n_kv, "power_a": gen.power_a,
         "random_non_queries": gen.random_non_queries,
         "key_ids": [1, gen.vocab_size // 2 - 1], "value_ids": [gen.vocab_size // 2, gen.vocab_size - 1],
         "sizes": sizes,
     }
-    data = TaskData(
+    return TaskData(
         task="mqar", subtask=subtask, objective="lm", context=seq_len,
         train=splits["train"], val=splits["val"], test=splits["test"], meta=meta,
+        vocab_size=gen.vocab_size, answer_accuracy=True,
     )
-    data.extra_metrics = lambda model, split, device, run_cfg: recall_accuracy(
-        model, data, split, device, run_cfg)
-    return data
 
 
 @register_task
@@ -89,6 +71,10 @@ class AssociativeRecall(Task):
     def subtasks(self) -> list[SubtaskInfo]:
         return [SubtaskInfo(name, f"{parse_subtask(name)[1]} key-value pairs in sequences of "
                                   f"{parse_subtask(name)[0]} ids") for name in SUBTASKS]
+
+    def chance(self, subtask: str, data_meta: dict[str, Any]) -> Chance | None:
+        n_kv = parse_subtask(subtask)[1]
+        return Chance("accuracy", 1.0 / n_kv, f"guessing among the sequence's {n_kv} values")
 
     def load(self, subtask: str, cfg: dict[str, Any], seed: int, data_dir: Path | None) -> TaskData:
         return load_mqar(subtask, cfg, seed)

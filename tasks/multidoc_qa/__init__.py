@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from bimix_bench.errors import SkipCell, UsageError
-from bimix_bench.task import ExampleSplit, SubtaskInfo, Task, TaskData, register_task
+from bimix_bench.task import Chance, ExampleSplit, SubtaskInfo, Task, TaskData, register_task
 from bimix_bench.tasks.long_code.sources import python_description
 from bimix_bench.tasks.multidoc_qa.corpus import python_docs_corpus
-from bimix_bench.tasks.multidoc_qa.evaluation import qa_metrics
+from bimix_bench.tasks.multidoc_qa.evaluation import qa_metrics, scoring_for
 from bimix_bench.tasks.multidoc_qa.generated import GENERATED_SUBTASKS, generate_example, max_answer_bytes
 from bimix_bench.tasks.multidoc_qa.layout import QAExample
 from bimix_bench.tasks.multidoc_qa.real import LONGBENCH_SUBSETS, load_hotpot, load_longbench
@@ -103,7 +103,8 @@ def load_multidoc(subtask: str, cfg: dict[str, Any], seed: int, data_dir: Path |
     else:
         splits, test_examples, max_answer, meta = _real_splits(subtask, cfg, sizes, data_dir)
     meta = {**meta, "max_answer_bytes": max_answer,
-            "sizes": {s: len(splits[s]) for s in SPLITS}, "depth_buckets": int(cfg["depth_buckets"])}
+            "sizes": {s: len(splits[s]) for s in SPLITS}, "depth_buckets": int(cfg["depth_buckets"]),
+            "f1_scoring": scoring_for(subtask)}
     data = TaskData(task="multidoc_qa", subtask=subtask, objective="lm", context=int(cfg["context"]),
                     train=splits["train"], val=splits["val"], test=splits["test"], meta=meta)
 
@@ -111,7 +112,8 @@ def load_multidoc(subtask: str, cfg: dict[str, Any], seed: int, data_dir: Path |
         if split != "test":
             raise ValueError(f"multidoc_qa decodes answers of the test split, not {split!r}")
         return qa_metrics(model, test_examples, device, run_cfg, max_answer,
-                          int(cfg["decode_batch_size"]), int(cfg["depth_buckets"]))
+                          int(cfg["decode_batch_size"]), int(cfg["depth_buckets"]),
+                          scoring_for(subtask))
 
     data.extra_metrics = extra_metrics
     return data
@@ -125,6 +127,13 @@ class MultiDocQA(Task):
 
     def subtasks(self) -> list[SubtaskInfo]:
         return [SubtaskInfo(name, text) for name, text in _DESCRIPTIONS.items()]
+
+    def chance(self, subtask: str, data_meta: dict[str, Any]) -> Chance | None:
+        """Generated answers are random keys, values and names: no answer is matched without
+        reading the documents. Real data sets (yes/no questions) declare none."""
+        if subtask not in GENERATED_SUBTASKS:
+            return None
+        return Chance("exact_match", 0.0, "a generated answer is not matched without reading")
 
     def load(self, subtask: str, cfg: dict[str, Any], seed: int, data_dir: Path | None) -> TaskData:
         return load_multidoc(subtask, cfg, seed, data_dir)

@@ -1,0 +1,132 @@
+"""Per-task training protocols: a family's protocol replaces the budget's train keys for every
+model alike, --set still wins, bad values are refused with one line; early stopping, epochs,
+logits at the scored positions only, and a budget that runs no subtask of a family."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bimix_bench.config import resolve_config
+from bimix_bench.engine.trainer import planned_steps, train_model
+from bimix_bench.errors import UsageError
+from bimix_bench.models.backbone import Architecture, LanguageModel
+from bimix_bench.registry import MODELS, TASKS
+from bimix_bench.task import scored_positions, sequence_loss
+
+PROTOCOL = {"protocol": "a test protocol (source: here)", "steps": 7, "early_stop_at": 0.9,
+            "lr_grid": [1.0e-3, 1.0e-2]}
+
+
+def resolve(task_defaults, overrides=()):
+    return resolve_config("tiny", "mqar", task_defaults, {"transformer": {}}, list(overrides))
+
+
+def test_a_task_protocol_replaces_the_budget_train_keys_and_set_wins():
+    cfg = resolve({"subtasks": ["T64_kv4"], "protocol": dict(PROTOCOL)})
+    assert cfg["train"]["steps"] == 7 and cfg["train"]["lr_grid"] == [1e-3, 1e-2]
+    assert cfg["train"]["protocol"] == "a test protocol (source: here)"
+    assert "protocol" not in cfg["task"]  # moved, not copied: one place says it
+    assert cfg["train"]["weight_decay"] == 0.1  # untouched keys stay the budget's
+    cfg = resolve({"protocol": dict(PROTOCOL)}, ["train.steps=3", "train.lr_grid=[1e-4]"])
+    assert cfg["train"]["steps"] == 3 and cfg["train"]["lr_grid"] == [1e-4]
+
+
+def test_a_protocol_may_not_set_parameters_or_unknown_keys():
+    with pytest.raises(UsageError, match="unknown train key.*non_embedding"):
+        resolve({"protocol": {"non_embedding": 5}})
+
+
+@pytest.mark.parametrize("item, message", [
+    ("train.steps=0", "train.steps must be a positive number"),
+    ("train.lr=-1", "train.lr must be a positive number"),
+    ("eval.batch_size=0", "eval.batch_size must be a positive number"),
+    ("train.lr_grid=[1e-3, -1]", "lr_grid must be a list of positive numbers"),
+    ("train.lr_grid=[1e-3, 1e-3]", "repeats a rate"),
+    ("train.early_stop_at=-0.5", "early_stop_at must be a number >= 0"),
+    ("train.epochs=-1", "epochs must be an integer >= 0"),
+    ("seeds=[-1]", "seeds must be a non-empty list of integers >= 0"),
+])
+def test_out_of_range_values_are_refused(item, message):
+    with pytest.raises(UsageError, match=message.replace("[", r"\[")):
+        resolve({}, [item])
+
+
+def test_every_budget_runs_every_family_with_a_valid_protocol():
+    from bimix_bench.config import budget_names
+
+    for budget in budget_names():
+        for entry in TASKS:
+            cfg = resolve_config(budget, entry.name, entry.obj.defaults(budget), {}, [])
+            assert cfg["train"]["protocol"], (budget, entry.name)
+
+
+def _mqar(cfg_overrides=()):
+    from bimix_bench.tasks.mqar import load_mqar
+
+    task_cfg = dict(power_a=0.01, random_non_queries=True, vocab_size=256, n_train=64, n_val=32, n_test=32)
+    cfg = resolve({"subtasks": ["T64_kv4"], **task_cfg}, ["train.batch_tokens=1024", *cfg_overrides])
+    return cfg, load_mqar("T64_kv4", cfg["task"], 0)
+
+
+def _model(data):
+    arch = Architecture(32, 1, 2, 64, data.context, vocab_size=data.vocab_size)
+    torch.manual_seed(0)
+    return LanguageModel(arch, MODELS.get("transformer").obj, {"backend": "reference"})
+
+
+def test_epochs_set_the_steps_from_the_training_set():
+    cfg, data = _mqar(["train.epochs=3"])
+    assert planned_steps(cfg, data) == 3 * (64 // 16)  # 64 examples, 16 sequences per step
+    cfg, data = _mqar(["train.batch_sequences=8", "train.epochs=2"])
+    assert planned_steps(cfg, data) == 2 * (64 // 8)
+
+
+def test_early_stopping_ends_training_at_the_first_validation_that_reaches_the_target():
+    # Selected on bits per byte (lower is better): any model is below 1,000 at once.
+    cfg, data = _mqar(["train.steps=12", "train.eval_every=4", "train.early_stop_at=1000.0"])
+    data.answer_accuracy = False
+    assert data.selection_metric == "bits_per_byte"
+    stopped = train_model(_model(data), data, cfg, torch.device("cpu"), 0)
+    assert stopped.steps == 4 and stopped.stopped_early and stopped.planned_steps == 12
+    no_stop = {**cfg, "train": {**cfg["train"], "early_stop_at": 0.0}}
+    full = train_model(_model(data), data, no_stop, torch.device("cpu"), 0)
+    assert full.steps == 12 and not full.stopped_early
+
+
+def test_early_stopping_is_not_reached_by_a_worse_value():
+    cfg, data = _mqar(["train.steps=8", "train.eval_every=4", "train.early_stop_at=0.999"])
+    result = train_model(_model(data), data, cfg, torch.device("cpu"), 0)
+    assert result.steps == 8 and not result.stopped_early  # a random model is far from 0.999
+
+
+def test_logits_at_the_scored_positions_equal_the_full_logits_there():
+    _, data = _mqar()
+    model = _model(data).eval()
+    batch = next(data.eval_batches("val", 4))
+    mask = scored_positions("lm", batch)
+    assert mask.sum() == 4 * 4  # four answers per MQAR sequence
+    full = model(batch.tokens)
+    some = model(batch.tokens, scored=mask)
+    torch.testing.assert_close(some, full[mask])
+    assert math.isclose(sequence_loss("lm", some, batch).item(), sequence_loss("lm", full, batch).item(),
+                        rel_tol=1e-6)
+
+
+def test_the_model_embeds_the_task_vocabulary():
+    _, data = _mqar()
+    assert data.vocab_size == 256 and _model(data).embed.weight.shape[0] == 256
+    x, _ = data.train.fetch(0)
+    assert int(x.max()) < 256
+
+
+def test_a_budget_that_runs_no_subtask_of_a_family_says_why():
+    done = subprocess.run([sys.executable, "-m", "bimix_bench", "run", "--task", "multidoc_qa",
+                           "--budget", "small"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "runs no subtask by default at budget small" in done.stderr
+    assert "--subtasks" in done.stderr and "Traceback" not in done.stderr
