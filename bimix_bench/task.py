@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from bimix_bench.models.tokenizer import PAD
+from bimix_bench.models.tokenizer import PAD, VOCAB_SIZE
 from bimix_bench.registry import TASKS
 
 
@@ -148,6 +148,20 @@ class TaskData:
     meta: dict[str, Any] = field(default_factory=dict)
     # Optional extra metrics: fn(model, split_name, split, device) -> dict (e.g. bpb by position).
     extra_metrics: Callable[..., dict[str, float]] | None = None
+    # Token ids the model embeds and predicts: the byte vocabulary unless the task defines its
+    # own (MQAR uses Zoology's 8,192 ids).
+    vocab_size: int = VOCAB_SIZE
+    # "lm" tasks whose scored targets are answers (not a text stream) also report the argmax
+    # accuracy over those targets as "accuracy".
+    answer_accuracy: bool = False
+
+    @property
+    def selection_metric(self) -> str:
+        """The validation metric that picks the best checkpoint and learning rate, and that
+        early stopping watches."""
+        if self.objective == "classify" or self.answer_accuracy:
+            return "accuracy"
+        return "bits_per_byte"
 
     # --- batching ------------------------------------------------------------------------
     def train_batches(self, batch_size: int, seed: int) -> Iterator[Batch]:
@@ -185,10 +199,19 @@ class TaskData:
                 yield data.batch(starts[i : i + batch_size], self.context)
 
 
+def scored_positions(objective: str, batch: Batch) -> torch.Tensor | None:
+    """(B, T) bool: the positions whose next-token prediction is scored ("lm"); None for
+    "classify". Passed to the model as `scored`, it computes logits only there."""
+    return None if objective == "classify" else batch.targets != -100
+
+
 def sequence_loss(objective: str, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Mean loss of a batch: cross-entropy over labels ("classify") or over target bytes."""
+    """Mean loss of a batch: cross-entropy over labels ("classify") or over target bytes.
+    "lm" logits are either every position's, (B, T, V), or the scored positions', (n, V)."""
     if objective == "classify":
         return F.cross_entropy(logits.float(), batch.targets)
+    if logits.dim() == 2:
+        return F.cross_entropy(logits.float(), batch.targets[batch.targets != -100])
     return F.cross_entropy(
         logits.float().reshape(-1, logits.shape[-1]), batch.targets.reshape(-1), ignore_index=-100
     )
@@ -202,22 +225,19 @@ def evaluate_split(model, data: TaskData, split: str, device, batch_size: int,
     total_loss, correct, count = 0.0, 0, 0
     for batch in data.eval_batches(split, batch_size, limit):
         batch = batch.to(device)
+        mask = scored_positions(data.objective, batch)
         with autocast() if autocast else _null():
-            logits = model(batch.tokens, batch.lengths)
-        if data.objective == "classify":
-            total_loss += F.cross_entropy(logits.float(), batch.targets, reduction="sum").item()
-            correct += (logits.argmax(-1) == batch.targets).sum().item()
-            count += len(batch.targets)
-        else:
-            mask = batch.targets != -100
-            total_loss += F.cross_entropy(
-                logits.float()[mask], batch.targets[mask], reduction="sum"
-            ).item()
-            count += int(mask.sum())
+            scored = model(batch.tokens, batch.lengths, scored=mask).float()  # (B, C) or (n, V)
+        targets = batch.targets if mask is None else batch.targets[mask]  # (B,) or (n,)
+        total_loss += F.cross_entropy(scored, targets, reduction="sum").item()
+        correct += (scored.argmax(-1) == targets).sum().item()
+        count += len(targets)
     if count == 0:
         return {}
     mean = total_loss / count
     if data.objective == "classify":
+        return {"accuracy": correct / count, "loss": mean, "n": count}
+    if data.answer_accuracy:
         return {"accuracy": correct / count, "loss": mean, "n": count}
     return {"bits_per_byte": mean / math.log(2), "loss": mean, "n_bytes": count}
 
@@ -234,6 +254,32 @@ class _null:
 class SubtaskInfo:
     name: str
     description: str
+
+
+@dataclass(frozen=True)
+class Chance:
+    """What a model scores without learning the task: the line a result must clear to say
+    anything. `basis` says how it was obtained (majority class, 1/N values, ...)."""
+
+    metric: str
+    value: float
+    basis: str
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A published result the suite should reproduce: `model` on `subtask` reaches `metric`
+    `published` in `source`; the suite counts it reproduced when every seed reaches
+    `reproduced_at` (higher-is-better metrics; at most, for lower-is-better ones). `budgets`
+    lists the budgets at which the reproduction is expected."""
+
+    subtask: str
+    model: str
+    metric: str
+    published: float
+    reproduced_at: float
+    source: str
+    budgets: tuple[str, ...] = ()
 
 
 class Task:
@@ -255,6 +301,26 @@ class Task:
         from bimix_bench.config import deep_merge  # local import: config imports registries
 
         return deep_merge(raw.get("common", {}), raw.get("budgets", {}).get(budget, {}))
+
+    def chance(self, subtask: str, data_meta: dict[str, Any]) -> Chance | None:
+        """The chance level of a subtask, from the record's data facts where it depends on the
+        data (a majority class). None where the family declares none."""
+        return None
+
+    def informative(self) -> dict[str, str]:
+        """Per subtask, where it has been seen to separate models: the `informative:` mapping
+        of the family's YAML (shown by `bimix-bench list`)."""
+        if self.defaults_path is None:
+            return {}
+        raw = yaml.safe_load(Path(self.defaults_path).read_text()) or {}
+        return {str(k): str(v) for k, v in (raw.get("informative") or {}).items()}
+
+    def anchors(self) -> list[Anchor]:
+        """Published results to reproduce: the `anchors:` list of the family's YAML."""
+        if self.defaults_path is None:
+            return []
+        raw = yaml.safe_load(Path(self.defaults_path).read_text()) or {}
+        return [Anchor(**{**a, "budgets": tuple(a.get("budgets", ()))}) for a in raw.get("anchors", [])]
 
     def load(self, subtask: str, cfg: dict[str, Any], seed: int, data_dir: Path | None) -> TaskData:
         """Build the splits. Raise bimix_bench.errors.SkipCell(reason) when the data is absent."""

@@ -32,8 +32,8 @@ BOUNDARY_STYLES = {  # kind -> (colour, line style)
 
 def gate_record(mixer: "BiMixMixer") -> dict[str, Any]:
     """Static gate map G (H x R x NB nested lists, R = branches in `branches` order), its total
-    variation and number of constant pieces per (head, branch), the schedule's phase, alpha,
-    lambda and the ablation, and the learned DCT half-lives."""
+    variation and number of constant pieces per (head, branch), its range, the schedule's phase,
+    alpha, lambda, the gate step's travel and the ablation, and the learned DCT half-lives."""
     gates = mixer.gates
     g = gates.static_map().detach().float().cpu()  # (H, R, NB)
     record: dict[str, Any] = {
@@ -44,6 +44,8 @@ def gate_record(mixer: "BiMixMixer") -> dict[str, Any]:
         "phase": gates.current_phase,
         "distill_alpha": gates.current_alpha,
         "tv_lambda": mixer.settings.tv_lambda,
+        "gate_travel": mixer.settings.gate_travel,
+        "gate_range": [float(g.min()), float(g.max())],
         "ablation": mixer.settings.ablation,
     }
     if mixer.dct_log_rate is not None:

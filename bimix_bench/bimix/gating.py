@@ -3,11 +3,17 @@
 Gate map: g_t in [0, 1]^{R x NB} per token and head (R = active branches, NB bands each).
 
 Phase 1 (training fraction < gate_phase_frac): static gates G (H, R, NB) serve every token.
-  The optimizer takes its step on G with the task gradient; after_optimizer_step then applies
-  G <- tv_box_prox(G, lr * lambda) along the band axis. Together that is the linearised proximal
-  step G <- clip(prox_{lr lambda TV}(G - lr grad), 0, 1) of the design, except that the inner
-  step is AdamW's (moment-preconditioned, no weight decay on G) instead of plain gradient
-  descent: the prox is exact, the step it follows is Adam's.
+  G is not in the shared optimizer (models.mixer.own_update): after each step it takes the
+  design's proximal-gradient step with a step size of its own,
+      G <- clip(prox_{eta lambda TV}(G - eta d), 0, 1),   d = grad / sqrt(EMA(grad^2)),
+  where d is the task gradient normalised per gate by its running RMS (as Adam normalises, so
+  that the step does not depend on the loss's scale: a gate whose gradient keeps one sign moves
+  by eta per step), and eta = gate_travel / (phase-1 steps): such a gate can cross the box
+  gate_travel times within phase 1. The TV weight per step is eta * lambda, so lambda is in
+  units of the normalised step (about 1 for a gradient that keeps its sign): two fused
+  neighbouring bands stay fused while their normalised pushes differ by at most 2 lambda, and
+  lambda >= NB / 2 keeps a branch's NB bands in one piece under any unit pushes. The prox is
+  exact (gate_solver).
 Phase 2: the gating network g_t = sigmoid(W_g x_t + c) takes over, c initialised to
   logit(clamp(G)) and W_g small, so it starts from the optimised map. G is frozen and anchors
   the network through aux_loss = alpha * mean((g_t - G)^2), alpha annealed linearly from
@@ -25,9 +31,10 @@ import torch
 from torch import nn
 
 from bimix_bench.bimix import gate_solver
-from bimix_bench.models.mixer import TrainProgress, no_weight_decay
+from bimix_bench.models.mixer import TrainProgress, own_update
 
 GATE_INIT = 0.5  # mid-box: the first prox steps can move every gate either way
+GRAD_EMA = 0.9  # decay of the running mean of squared gate gradients (the step's normaliser)
 LOGIT_CLAMP = 0.01  # logit(G) uses G clamped to [0.01, 0.99]: a pruned band starts at -4.6
 NETWORK_INIT_SCALE = 0.1  # std of W_g x at init, in logits, for unit-RMS inputs
 
@@ -78,15 +85,22 @@ class BandGates(nn.Module):
         tv_lambda: float,
         phase_frac: float,
         distill_alpha: float,
+        gate_travel: float = 2.0,
         rank: int = 0,
         use_network: bool = True,
+        learned: bool = True,
     ):
         super().__init__()
         self.shape = (n_heads, n_branches, n_bands)
         self.tv_lambda = float(tv_lambda)
+        self.gate_travel = float(gate_travel)
         self.phase_frac = float(phase_frac)
         self.distill_alpha0 = float(distill_alpha)
-        self.static = no_weight_decay(nn.Parameter(torch.full(self.shape, GATE_INIT)))
+        # learned=False (the fixed_gates ablation): G stays at GATE_INIT, a constant, all run.
+        self.static = own_update(nn.Parameter(torch.full(self.shape, GATE_INIT), requires_grad=learned))
+        self.learned = learned
+        self.register_buffer("grad_sq", torch.zeros(self.shape))  # EMA of squared gradients
+        self.register_buffer("grad_steps", torch.tensor(0))  # steps in that EMA (bias correction)
         self.network = GatingNetwork(d_model, math.prod(self.shape), rank) if use_network else None
         starts_with_network = use_network and self.phase_frac <= 0
         self.register_buffer("phase", torch.tensor(2 if starts_with_network else 1))
@@ -100,10 +114,12 @@ class BandGates(nn.Module):
         # Set from Python values (not read back), so the module also builds on the meta device.
         self._phase = 2 if starts_with_network else 1
         self._alpha = self.distill_alpha0 if starts_with_network else 0.0
+        self._grad_steps = 0
         self.register_load_state_dict_post_hook(_refresh_after_load)
 
     def _refresh_host_copies(self) -> None:
         self._phase, self._alpha = int(self.phase), float(self.alpha)
+        self._grad_steps = int(self.grad_steps)
 
     def _set_schedule(self, phase: int, alpha: float) -> None:
         self.phase.fill_(phase)
@@ -147,12 +163,32 @@ class BandGates(nn.Module):
         target = self.static.detach().to(gates.dtype)
         return self.current_alpha * (gates - target).square().mean()
 
+    def gate_step_size(self, total_steps: int) -> float:
+        """eta: the step that lets a gate cross the box gate_travel times within phase 1."""
+        phase_steps = max(1.0, min(self.phase_frac, 1.0) * total_steps)
+        return self.gate_travel / phase_steps
+
+    @torch.no_grad()
+    def proximal_step(self, eta: float) -> None:
+        """G <- clip(prox_{eta lambda TV}(G - eta grad / RMS(grad)), 0, 1); clears G's gradient.
+        Without a gradient (no loss reached G this step) the step is the prox alone."""
+        grad = self.static.grad
+        moved = self.static
+        if grad is not None:
+            self._grad_steps += 1
+            self.grad_steps.fill_(self._grad_steps)
+            self.grad_sq.mul_(GRAD_EMA).add_(grad.float().square(), alpha=1.0 - GRAD_EMA)
+            rms = (self.grad_sq / (1.0 - GRAD_EMA**self._grad_steps)).sqrt()
+            direction = torch.where(rms > 0, grad.float() / rms.clamp_min(torch.finfo(rms.dtype).tiny),
+                                    torch.zeros_like(rms))
+            moved = self.static - eta * direction.to(self.static.dtype)
+        self.static.copy_(gate_solver.tv_box_prox(moved, eta * self.tv_lambda, 0.0, 1.0))
+        self.static.grad = None
+
     @torch.no_grad()
     def after_optimizer_step(self, progress: TrainProgress) -> None:
-        if self.current_phase == 1:
-            # The optimizer already moved G along its gradient; this is the exact prox part.
-            lam = progress.lr * self.tv_lambda
-            self.static.copy_(gate_solver.tv_box_prox(self.static, lam, 0.0, 1.0))
+        if self.current_phase == 1 and self.learned:
+            self.proximal_step(self.gate_step_size(progress.total_steps))
             if self.network is not None and progress.fraction >= self.phase_frac:
                 self.switch_to_network()
         if self.current_phase == 2:
@@ -169,4 +205,5 @@ class BandGates(nn.Module):
         """Phase 1 -> 2: the network starts from logit(G); G is frozen from here on."""
         self.network.reset(self._bias_from_static())
         self.static.requires_grad_(False)
+        self.static.grad = None
         self._set_schedule(2, self.distill_alpha0)

@@ -42,7 +42,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "k_cheb": 16,  # K_c, Chebyshev polynomials
     "window": 128,  # W, Chebyshev window in tokens
     "n_bands": 4,  # NB, contiguous bands per branch
-    "tv_lambda": 0.05,  # lambda of the TV-regularised gate objective
+    "tv_lambda": 0.05,  # lambda of the TV-regularised gate objective, per normalised gate step
+    "gate_travel": 2.0,  # box widths a gate with a one-signed gradient can move in phase 1
     "gate_phase_frac": 0.3,  # end of phase 1 (static gates + prox) as a fraction of training
     "distill_alpha": 1.0,  # alpha at the start of phase 2, annealed linearly to 0
     "gate_rank": 0,  # rank of W_g (0 = full)
@@ -50,7 +51,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "backend": "auto",
     "dct_horizon": 0,  # N_d (0 = the training context)
 }
-ABLATIONS = ("none", "static_gates", "no_distill", "lambda0", "dct_only", "cheb_only")
+# fixed_gates: every gate held at 0.5 for the whole run (routing off), the baseline that says
+# whether learned routing matters at all.
+ABLATIONS = ("none", "static_gates", "no_distill", "lambda0", "dct_only", "cheb_only", "fixed_gates")
 HALF_LIFE_RANGE = (64.0, 8192.0)  # DCT decay half-lives, log-uniform over heads, in tokens
 CONV_WIDTH = 4
 
@@ -66,6 +69,7 @@ class BiMixSettings:
     n_bands: int
     horizon: int
     tv_lambda: float
+    gate_travel: float
     gate_phase_frac: float
     distill_alpha: float
     gate_rank: int
@@ -88,8 +92,9 @@ class BiMixSettings:
         if min(ints["k_dct"], ints["k_cheb"], ints["window"], ints["n_bands"]) < 1 or ints["gate_rank"] < 0:
             raise UsageError(f"bimix sizes must be positive (gate_rank >= 0): {ints}")
         tv_lambda, alpha = float(opts["tv_lambda"]), float(opts["distill_alpha"])
-        if tv_lambda < 0 or alpha < 0:
-            raise UsageError("bimix tv_lambda and distill_alpha must be >= 0")
+        travel = float(opts["gate_travel"])
+        if tv_lambda < 0 or alpha < 0 or travel < 0:
+            raise UsageError("bimix tv_lambda, distill_alpha and gate_travel must be >= 0")
         branches = {"dct_only": ("dct",), "cheb_only": ("cheb",)}.get(ablation, ("dct", "cheb"))
         horizon = ints["dct_horizon"] or cfg.max_seq_len
         # Tiny contexts: a window longer than the context only wastes work (but keep >= 2 lags
@@ -105,10 +110,11 @@ class BiMixSettings:
             n_bands=min(ints["n_bands"], *active),
             horizon=horizon,
             tv_lambda=0.0 if ablation == "lambda0" else tv_lambda,
+            gate_travel=travel,
             gate_phase_frac=float(opts["gate_phase_frac"]),
             distill_alpha=0.0 if ablation == "no_distill" else alpha,
             gate_rank=ints["gate_rank"],
-            use_network=ablation != "static_gates",
+            use_network=ablation not in ("static_gates", "fixed_gates"),
             ablation=ablation,
             backend=backend,
         )
@@ -150,10 +156,12 @@ class BiMixMixer(TokenMixer):
         self.gates = BandGates(
             D, H, len(s.branches), s.n_bands,
             tv_lambda=s.tv_lambda,
+            gate_travel=s.gate_travel,
             phase_frac=s.gate_phase_frac,
             distill_alpha=s.distill_alpha,
             rank=s.gate_rank,
             use_network=s.use_network,
+            learned=s.ablation != "fixed_gates",
         )
         self.out_proj = nn.Linear(D, D, bias=False)
         # Which kernels to use (a BACKENDS name); may be changed on a built model, e.g. to time

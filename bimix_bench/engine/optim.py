@@ -11,11 +11,12 @@ from torch import nn
 
 def build_optimizer(model: nn.Module, train_cfg: dict[str, Any]) -> torch.optim.Optimizer:
     """AdamW; no weight decay on vectors/scalars (norms, biases) or parameters a mixer marked
-    with bimix_bench.models.mixer.no_weight_decay (decays, gates)."""
+    with bimix_bench.models.mixer.no_weight_decay (decays); parameters marked own_update (BiMix's
+    static gates) are left to their module."""
     decay, no_decay = [], []
     for param in model.parameters():
-        if not param.requires_grad:
-            continue
+        if not param.requires_grad or getattr(param, "_own_update", False):
+            continue  # frozen, or stepped by its own module (models.mixer.own_update)
         if param.ndim < 2 or getattr(param, "_no_weight_decay", False):
             no_decay.append(param)
         else:

@@ -128,6 +128,14 @@ def register_model(
     return decorator
 
 
+def own_update(param: nn.Parameter) -> nn.Parameter:
+    """Mark a parameter that its module updates itself in after_optimizer_step (BiMix's static
+    gates take a proximal step of their own): the shared optimizer leaves it out, and the
+    module clears its gradient once used."""
+    param._own_update = True  # type: ignore[attr-defined]
+    return param
+
+
 def no_weight_decay(param: nn.Parameter) -> nn.Parameter:
     """Mark a parameter as excluded from AdamW weight decay (decays, gates, mixing scalars).
     Parameters with fewer than 2 dimensions are excluded anyway."""
