@@ -114,6 +114,164 @@ def test_a_large_lambda_fuses_neighbouring_bands_and_no_lambda_does_not():
     assert torch.all(pieces(0.0) == 4)
 
 
+def test_switch_initialises_the_network_from_the_static_map():
+    mixer = make_mixer(gate_phase_frac=0.2)
+    randomize_spectral(mixer)
+    with torch.no_grad():
+        mixer.gates.static[0, 0] = 0.0  # a pruned branch: its logits use the clamped value
+    step(mixer, 1)
+    step(mixer, 2)  # fraction 0.2: the last prox step, then the switch
+    assert mixer.gates.current_phase == 2
+    G = mixer.gates.static.detach().clone()
+    assert torch.all(G[0, 0] == 0.0)
+    bias = mixer.gates.network.bias.detach().view_as(G)
+    torch.testing.assert_close(bias, torch.logit(G.clamp(LOGIT_CLAMP, 1 - LOGIT_CLAMP)))
+    x = torch.nn.functional.rms_norm(torch.randn(2, 20, 32), (32,))
+    gates = mixer.gates(x)
+    assert gates.shape == (2, 20, *G.shape)
+    assert (gates - G).abs().max() < 0.1  # W_g starts small: the network reproduces G
+    assert (gates - G).abs().max() > 0  # ... but already depends on the token
+    assert not mixer.gates.static.requires_grad  # G is frozen
+
+
+def test_alpha_anneals_linearly_to_zero():
+    mixer = make_mixer(gate_phase_frac=0.2, distill_alpha=2.0)
+    alphas = []
+    for k in range(1, TOTAL + 1):
+        step(mixer, k)
+        alphas.append(mixer.gates.current_alpha)
+    expected = [0.0] + [2.0 * (1 - k / TOTAL) / 0.8 for k in range(2, TOTAL)] + [0.0]
+    assert alphas == pytest.approx(expected)
+    assert float(mixer.gates.alpha) == 0.0
+
+
+def test_aux_loss_distils_towards_G_only_in_phase_two():
+    mixer = make_mixer(gate_phase_frac=0.2, distill_alpha=2.0)
+    x = torch.randn(2, 12, 32)
+    mixer.train()
+    mixer(x)
+    assert mixer.aux_loss() is None  # phase 1: static gates, nothing to distil
+    step(mixer, 1)
+    step(mixer, 2)
+    with torch.no_grad():
+        mixer.gates.network.proj.weight.normal_(std=0.5)
+    mixer(x)
+    aux = mixer.aux_loss()
+    gates = torch.sigmoid(mixer.gates.network(x)).unflatten(-1, mixer.gates.shape).detach()
+    expected = mixer.gates.current_alpha * (gates - mixer.gates.static.detach()).square().mean()
+    torch.testing.assert_close(aux.detach(), expected)
+    assert aux.item() > 0 and aux.requires_grad
+    assert mixer.aux_loss() is None  # consumed: one term per forward
+    mixer.eval()
+    mixer(x)
+    assert mixer.aux_loss() is None  # evaluation never adds a loss
+    mixer.train()
+    for k in range(3, TOTAL + 1):
+        step(mixer, k)
+    assert mixer.gates.current_phase == 3
+    mixer(x)
+    assert mixer.aux_loss() is None
+
+
+def test_gradients_reach_G_in_phase_one_and_the_network_in_phase_two():
+    mixer = make_mixer(gate_phase_frac=0.2)
+    x = torch.randn(1, 12, 32)
+    mixer(x).square().sum().backward()
+    assert mixer.gates.static.grad is not None and mixer.gates.static.grad.abs().max() > 0
+    assert mixer.gates.network.proj.weight.grad is None
+    mixer.zero_grad(set_to_none=True)
+    step(mixer, 1)
+    step(mixer, 2)
+    mixer(x).square().sum().backward()
+    assert mixer.gates.static.grad is None
+    assert mixer.gates.network.proj.weight.grad.abs().max() > 0
+
+
+def test_static_gates_are_left_out_of_the_shared_optimizer():
+    mixer = make_mixer()
+    optimizer = build_optimizer(mixer, {"weight_decay": 0.1, "lr": 1e-3})
+    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    no_decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert id(mixer.gates.static) not in in_optimizer  # stepped by its own proximal step
+    assert mixer.gates.static.requires_grad  # but it still receives the task gradient
+    assert id(mixer.gates.network.proj.weight) in in_optimizer - no_decay
+
+
+def test_no_solver_runs_in_evaluation_or_inference(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the gate solver ran outside the phase-1 training step")
+
+    mixer = make_mixer(gate_phase_frac=0.2)
+    randomize_spectral(mixer)
+    x = torch.randn(1, 20, 32)
+    step(mixer, 1)  # phase 1 with the real solver
+    monkeypatch.setattr(gate_solver, "tv_box_prox", forbidden)
+    for _ in range(2):  # in phase 1, then phase 2 and 3 (entered below with the solver mocked)
+        mixer.eval()
+        with torch.no_grad():
+            mixer(x)
+            _, state = mixer.prefill(x[:, :10], max_len=20)
+            mixer.decode_step(x[:, 10], state)
+        mixer.record_extras()
+        monkeypatch.setattr(gate_solver, "tv_box_prox", lambda s, lam, lo=0.0, hi=1.0: s.clamp(lo, hi))
+        step(mixer, 2)  # switch (the last phase-1 prox uses the stand-in)
+        monkeypatch.setattr(gate_solver, "tv_box_prox", forbidden)
+    for k in range(3, TOTAL + 1):
+        step(mixer, k)  # phases 2 -> 3 never call the solver
+    assert mixer.gates.current_phase == 3
+    mixer.eval()
+    with torch.no_grad():
+        mixer(x)
+
+
+def test_checkpoint_reloads_in_its_phase():
+    mixer = make_mixer(gate_phase_frac=0.2, distill_alpha=1.5)
+    for k in range(1, 5):
+        step(mixer, k)
+    state = mixer.state_dict()
+    assert int(state["gates.phase"]) == 2
+    fresh = make_mixer(gate_phase_frac=0.2, distill_alpha=1.5, seed=7)
+    assert fresh.gates.current_phase == 1
+    fresh.load_state_dict(state)
+    assert fresh.gates.current_phase == 2
+    assert fresh.gates.current_alpha == pytest.approx(mixer.gates.current_alpha)
+    x = torch.randn(1, 15, 32)
+    torch.testing.assert_close(fresh(x), mixer(x))
+
+
+@pytest.mark.parametrize(
+    "ablation,phase_after,network", [("static_gates", 1, False), ("no_distill", 2, True)]
+)
+def test_gate_ablations(ablation, phase_after, network):
+    mixer = make_mixer(ablation=ablation, gate_phase_frac=0.2)
+    assert (mixer.gates.network is not None) == network
+    for k in range(1, 6):
+        step(mixer, k)
+    assert mixer.gates.current_phase == phase_after
+    mixer.train()
+    mixer(torch.randn(1, 8, 32))
+    assert mixer.aux_loss() is None  # no network (static) or alpha = 0 (no_distill)
+
+
+def test_low_rank_gating_network():
+    full = make_mixer()
+    low = make_mixer(gate_rank=2)
+    assert low.gates.network.low_rank and not full.gates.network.low_rank
+    n = lambda m: sum(p.numel() for p in m.gates.network.parameters())  # noqa: E731
+    assert n(low) < n(full)
+    for k in range(1, 4):
+        step(low, k)
+    assert low.gates.current_phase == 2
+    assert low(torch.randn(1, 8, 32)).shape == (1, 8, 32)
+
+
+def test_phase_frac_zero_starts_with_the_network():
+    mixer = make_mixer(gate_phase_frac=0.0, distill_alpha=1.0)
+    assert mixer.gates.current_phase == 2 and mixer.gates.current_alpha == 1.0
+    bias = mixer.gates.network.bias.detach()
+    torch.testing.assert_close(bias, torch.zeros_like(bias))  # logit(0.5)
+
+
 def test_fixed_gates_stay_at_one_half_whatever_the_gradient():
     mixer = make_mixer(ablation="fixed_gates")
     assert mixer.gates.network is None and not mixer.gates.static.requires_grad
