@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 
+import pytest
 import torch
 
 from bimix_bench.bimix.gate_maps import (
     boundary_marks,
     capture_token_gates,
-    detect_boundaries,
+    gate_probe,
     render_static_gate_maps,
     render_token_gates,
+    routing_measures,
 )
+from bimix_bench.metrics.boundaries import token_boundaries
 from bimix_bench.models.backbone import Architecture, LanguageModel
 from bimix_bench.models.mixer import TrainProgress
 from bimix_bench.models.tokenizer import SEP, encode
@@ -52,19 +56,34 @@ def test_static_gate_map_png(tmp_path):
     assert data.startswith(PNG_MAGIC) and len(data) > 5000
 
 
-def test_boundary_detection():
+def test_boundaries_are_the_shared_structural_definition():
     ids = encode(CODE)
-    found = detect_boundaries(ids)
+    found = token_boundaries(ids)
     text = CODE
-    assert found["def/class"] == [text.index(s) for s in ("@", "def f", "class A", "def g")]
-    first_blank = text.index("\n\n")
-    assert found["blank line"] == [first_blank + 1, first_blank + 2, text.index("\n\nclass") + 1]
-    assert found["document"] == []
-    assert detect_boundaries(encode("a") + [SEP] + encode("def b"))["document"] == [1]
-    assert detect_boundaries(encode("a") + [SEP] + encode("def b"))["def/class"] == [2]
+    # The line's first byte, indentation included (the long-code metrics' regions start there).
+    assert found["def_class"] == [text.index(s) for s in ("@", "def f", "class A", "    def g")]
+    # The first byte of the line after each blank line (the same as the long-code metrics).
+    assert found["blank_line"] == [m.end() for m in re.finditer(r"^[ \t]*\n", text, re.M) if m.end() < len(text)]
+    assert found["file_start"] == []  # the sequence's own start is not a new file
+    two = encode("a") + [SEP] + encode("def b")
+    assert token_boundaries(two)["file_start"] == [2] and token_boundaries(two)["def_class"] == [2]
     assert boundary_marks(ids, None) == found
     assert boundary_marks(ids, [3, 9]) == {"boundary": [3, 9]}
     assert boundary_marks(ids, {"chapter": (4,)}) == {"chapter": [4]}
+
+
+def test_routing_measures_by_hand():
+    gates = torch.zeros(6, 1, 1, 2)  # T = 6, one head, one branch, two bands
+    gates[3:] = 1.0  # every gate jumps at t = 3: a change of 1 there, 0 elsewhere
+    at_boundary = routing_measures(gates, {"def_class": [3]})
+    assert at_boundary["token_variation"] == pytest.approx(1 / 5)
+    assert at_boundary["boundary_change"] == 1.0 and at_boundary["elsewhere_change"] == 0.0
+    assert at_boundary["boundary_ratio"] is None  # nothing moves elsewhere: no finite ratio
+    elsewhere = routing_measures(gates, {"def_class": [1, 5]})
+    assert elsewhere["boundary_change"] == 0.0 and elsewhere["elsewhere_change"] == pytest.approx(1 / 3)
+    assert elsewhere["boundary_ratio"] == 0.0 and elsewhere["n_boundaries"] == 2
+    none = routing_measures(gates, {})
+    assert none["boundary_change"] is None and none["boundary_ratio"] is None
 
 
 def _bimix_lm() -> LanguageModel:
@@ -88,3 +107,13 @@ def test_token_gates_png_and_capture(tmp_path):
     out = render_token_gates(model, [CODE, "second document\n\ndef h(): pass\n"], tmp_path / "tokens.png")
     data = out.read_bytes()
     assert data.startswith(PNG_MAGIC) and len(data) > 5000
+
+
+def test_the_probe_measures_every_layer_over_a_code_text():
+    model = _bimix_lm()
+    probe = gate_probe(model, encode(CODE))
+    assert probe["tokens"] == min(len(encode(CODE)), 128) and len(probe["layers"]) == 2
+    assert probe["boundaries"]["def_class"] >= 1
+    for layer in probe["layers"]:
+        assert layer["token_variation"] == 0.0  # phase 1: static gates, the same at every token
+        assert layer["boundary_change"] == 0.0

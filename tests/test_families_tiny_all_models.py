@@ -38,3 +38,7 @@ def test_family_runs_offline_for_every_model(family, tmp_path):
         values = [v for v in rec["metrics"]["test"].values() if isinstance(v, (int, float))]
         assert values and all(math.isfinite(v) for v in values), (subtask, model)
         assert rec["tokens_trained"] > 0 and abs(rec["params"]["relative_error"]) <= 0.05
+        if model == "bimix":  # routing measured on a test sequence, in every BiMix record
+            layers = rec["extras"]["probe"]["routing"]["layers"]
+            assert len(layers) == rec["arch"]["n_layers"]
+            assert all(layer["token_variation"] >= 0 for layer in layers)

@@ -3,8 +3,8 @@
 gate_record(mixer)              JSON-able facts of one layer for the result record
 render_static_gate_maps(...)    one PNG: layers x (head, branch x band) heatmaps of G
 render_token_gates(...)         one PNG: per-token gates of every layer over a text, with its
-                                boundaries (blank lines, def/class/decorator lines, document
-                                separators) marked
+                                structural boundaries (metrics/boundaries.py) marked
+routing_measures(...)           how much the per-token gates move, at boundaries and elsewhere
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import torch
 
 from bimix_bench.bimix.gate_solver import piecewise_segments, total_variation
+from bimix_bench.metrics.boundaries import token_boundaries
 from bimix_bench.models.tokenizer import SEP, encode
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -23,9 +24,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 PIECE_TOL = 1e-6  # fused gates of the exact prox are equal to the last bit; this is slack
 BOUNDARY_STYLES = {  # kind -> (colour, line style)
-    "blank line": ("magenta", "--"),
-    "def/class": ("red", "-"),
-    "document": ("black", "-"),
+    "blank_line": ("magenta", "--"),
+    "def_class": ("red", "-"),
+    "file_start": ("black", "-"),
     "boundary": ("red", ":"),
 }
 
@@ -101,33 +102,12 @@ def render_static_gate_maps(gate_maps: Sequence[Any], out_path: str | Path) -> P
     return _save(fig, out_path)
 
 
-def detect_boundaries(ids: Sequence[int]) -> dict[str, list[int]]:
-    """Token positions where a new segment starts: the second newline of a blank line, the
-    first character of a line starting with def / class / async def / a decorator (after
-    indentation), and document separators (SEP)."""
-    NL, SPACE, TAB = ord("\n"), ord(" "), ord("\t")
-    starters = [encode(p) for p in ("def ", "class ", "async def ", "@")]
-    found: dict[str, list[int]] = {"blank line": [], "def/class": [], "document": []}
-    for i, tok in enumerate(ids):
-        if tok == SEP:
-            found["document"].append(i)
-        if tok == NL and i > 0 and ids[i - 1] == NL:
-            found["blank line"].append(i)
-        if i == 0 or ids[i - 1] in (NL, SEP):
-            j = i
-            while j < len(ids) and ids[j] in (SPACE, TAB):
-                j += 1
-            if any(list(ids[j : j + len(s)]) == s for s in starters):
-                found["def/class"].append(j)
-    return found
-
-
 def boundary_marks(
     ids: Sequence[int], boundaries: Mapping[str, Sequence[int]] | Sequence[int] | None
 ) -> dict[str, list[int]]:
     """kind -> positions: detected (None), given per kind (a mapping), or one kind (positions)."""
     if boundaries is None:
-        return detect_boundaries(ids)
+        return token_boundaries(ids)
     if isinstance(boundaries, Mapping):
         return {k: list(v) for k, v in boundaries.items()}
     return {"boundary": list(boundaries)}
@@ -172,7 +152,7 @@ def render_token_gates(
 ) -> Path:
     """Per-token gates of every BiMix layer over `text` (a string, or documents joined with
     SEP), cut to the model's context. Rows: (head, branch, band); columns: token positions.
-    Boundaries: None = detect_boundaries(text); a mapping kind -> positions; or positions."""
+    Boundaries: None = token_boundaries(text); a mapping kind -> positions; or positions."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -219,6 +199,37 @@ def render_token_gates(
             ax_map.legend(fontsize=7, loc="upper right", framealpha=0.6)
     fig.colorbar(image, ax=axes[:, 0].tolist(), fraction=0.03, label="gate")
     return _save(fig, out_path)
+
+
+def routing_measures(gates: torch.Tensor, boundaries: Mapping[str, Sequence[int]]) -> dict[str, Any]:
+    """How one layer's per-token gates (T, H, R, NB) move along the sequence. The change at
+    position t is mean |g_t - g_{t-1}| over heads, branches and bands; reported: its mean over
+    the sequence (token_variation), at the positions where a structural boundary starts and
+    elsewhere, and their ratio (boundary_ratio > 1: the gates move more at boundaries)."""
+    T = gates.shape[0]
+    change = (gates[1:] - gates[:-1]).abs().float().mean(dim=(1, 2, 3))  # (T - 1,): into t = 1..
+    at = sorted({p for positions in boundaries.values() for p in positions if 1 <= p < T})
+    mask = torch.zeros(max(T - 1, 0), dtype=torch.bool)
+    mask[[p - 1 for p in at]] = True
+    out: dict[str, Any] = {
+        "token_variation": float(change.mean()) if T > 1 else 0.0,
+        "gate_spread": float(gates.float().std()) if gates.numel() > 1 else 0.0,
+        "n_boundaries": len(at),
+        "boundary_change": float(change[mask].mean()) if at else None,
+        "elsewhere_change": float(change[~mask].mean()) if (~mask).any() else None,
+    }
+    ratio_ok = out["boundary_change"] is not None and out["elsewhere_change"]
+    out["boundary_ratio"] = out["boundary_change"] / out["elsewhere_change"] if ratio_ok else None
+    return out
+
+
+def gate_probe(model: "LanguageModel", ids: list[int]) -> dict[str, Any]:
+    """routing_measures of every BiMix layer over one sequence, with its boundaries."""
+    ids = list(ids)[: model.arch.max_seq_len]
+    marks = token_boundaries(ids)
+    layers = [routing_measures(g, marks) for g in capture_token_gates(model, ids)]
+    return {"tokens": len(ids), "boundaries": {k: len(v) for k, v in marks.items()},
+            "layers": layers}
 
 
 def _save(fig: Any, out_path: str | Path) -> Path:

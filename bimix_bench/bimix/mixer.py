@@ -271,3 +271,9 @@ class BiMixMixer(TokenMixer):
         from bimix_bench.bimix.gate_maps import gate_record
 
         return gate_record(self)
+
+    @classmethod
+    def probe(cls, model: nn.Module, ids: list[int]) -> dict[str, Any] | None:
+        from bimix_bench.bimix.gate_maps import gate_probe
+
+        return {"routing": gate_probe(model, ids)}

@@ -415,6 +415,9 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
                           "train_history": result.history}
         record["extras"] = {f"layer{i}": m.record_extras() for i, m in enumerate(model.mixers)
                             if m.record_extras()}
+        probe = probe_model(model, data)
+        if probe:
+            record["extras"]["probe"] = probe
         if request.defer_throughput:  # timed later, alone on the device (engine/pending.py)
             park_weights(run_dir, cfg, cell, options, arch, result.best_state)
             record["status"] = PENDING
@@ -459,6 +462,16 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return record
+
+
+def probe_model(model: LanguageModel, data: TaskData) -> dict[str, Any] | None:
+    """The mixer's probe (TokenMixer.probe) on the first test sequence, its padding cut."""
+    batch = next(data.eval_batches("test", 1, limit=1), None)
+    if batch is None:
+        return None
+    ids = batch.tokens[0, : int(batch.lengths[0])].tolist()
+    facts = type(model.mixers[0]).probe(model, ids)
+    return {"sequence": "the first test example or window", **facts} if facts else None
 
 
 def data_facts(data: TaskData, cfg: dict[str, Any]) -> dict[str, Any]:

@@ -100,6 +100,13 @@ class TokenMixer(nn.Module):
     def record_extras(self) -> dict[str, Any]:
         return {}
 
+    @classmethod
+    def probe(cls, model: nn.Module, ids: list[int]) -> dict[str, Any] | None:
+        """Facts measured by running the trained model (whose mixers are of this class) on one
+        test sequence of token ids, for the record's extras (BiMix: how its per-token gates
+        move at structural boundaries). None: nothing to measure."""
+        return None
+
 
 @dataclass(frozen=True)
 class ModelSpec:
