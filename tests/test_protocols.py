@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,3 +131,62 @@ def test_a_budget_that_runs_no_subtask_of_a_family_says_why():
     assert done.returncode == 2
     assert "runs no subtask by default at budget small" in done.stderr
     assert "--subtasks" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_training_step_reads_the_loss_only_every_log_interval(monkeypatch):
+    """The host waits for the device only when it reads a value: count the reads of tensor
+    values (Tensor.item / __float__ / __bool__) made by the product's own code in the training
+    loop, outside validation. (torch's CPU optimizer reads its step counters, which live on the
+    host anyway; those are not counted.)"""
+    import sys
+
+    import bimix_bench
+    import bimix_bench.engine.trainer as trainer
+
+    product = str(Path(bimix_bench.__file__).resolve().parent)
+
+    cfg, data = _mqar(["train.steps=40", "train.eval_every=40"])
+    model = _model(data)
+    reads, validating = [], [False]
+    real_eval = trainer.evaluate_split
+
+    def eval_marked(*args, **kwargs):
+        validating[0] = True
+        try:
+            return real_eval(*args, **kwargs)
+        finally:
+            validating[0] = False
+
+    for name in ("item", "__float__", "__bool__"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _real=real, _name=name, **k):
+            caller = str(Path(sys._getframe(1).f_code.co_filename).resolve())
+            if not validating[0] and caller.startswith(product):
+                reads.append(f"{_name} at {caller}:{sys._getframe(1).f_lineno}")
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    monkeypatch.setattr(trainer, "evaluate_split", eval_marked)
+    result = trainer.train_model(model, data, cfg, torch.device("cpu"), 0)
+    assert result.steps == 40
+    # 4 reads of the summed loss (every LOG_EVERY = 10 steps), each a finiteness check and a
+    # value: a handful per read, never one per step.
+    assert 0 < len(reads) <= 4 * 3, reads
+
+
+def test_a_loss_that_becomes_nan_ends_the_cell_as_diverged(monkeypatch):
+    import bimix_bench.engine.trainer as trainer
+
+    cfg, data = _mqar(["train.steps=30", "train.eval_every=30"])
+    calls = [0]
+    real = trainer.sequence_loss
+
+    def nan_from_step_13(objective, logits, batch):
+        calls[0] += 1
+        loss = real(objective, logits, batch)
+        return loss * float("nan") if calls[0] >= 13 else loss
+
+    monkeypatch.setattr(trainer, "sequence_loss", nan_from_step_13)
+    with pytest.raises(trainer.Diverged, match="within steps 11-20"):
+        trainer.train_model(_model(data), data, cfg, torch.device("cpu"), 0)

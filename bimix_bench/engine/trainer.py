@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from bimix_bench.engine.device import autocast_factory, synchronize
+from bimix_bench.engine.device import autocast_factory
 from bimix_bench.engine.distributed import DistContext, shard
 from bimix_bench.engine.optim import build_optimizer, lr_at, set_lr
 from bimix_bench.metrics.selection import reaches, selection_key
@@ -23,6 +23,12 @@ from bimix_bench.task import TaskData, evaluate_split, scored_positions, sequenc
 
 class Diverged(Exception):
     """The training loss became NaN or infinite."""
+
+
+# Steps between reads of the training loss from the device. The loss is summed on the device
+# and read (making the host wait for the GPU) only then and at validations, as nanoGPT reads it
+# only every log interval; divergence is caught at the next read.
+LOG_EVERY = 10
 
 
 @dataclass
@@ -126,6 +132,7 @@ def train_model(
 
     if result.stopped_early:  # resumed after the validation that ended training
         first_step = total_steps
+    loss_sum, steps_summed, last_loss = torch.zeros((), device=device), 0, math.nan
     for step in range(first_step, total_steps):
         model.train()
         global_batch = next(batches)
@@ -139,11 +146,6 @@ def train_model(
                 extra = mixer.aux_loss()
                 if extra is not None:
                     loss = loss + extra
-        finite = torch.isfinite(loss.detach()).to(torch.int32)
-        if dist is not None:  # every rank must agree, or the others would wait forever
-            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-        if not bool(finite):
-            raise Diverged(f"loss became {loss.item()} at step {step + 1}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), float(train_cfg["grad_clip"]))
@@ -156,9 +158,18 @@ def train_model(
         result.tokens_trained += global_batch.n_tokens
         result.tokens_trained_padded += global_batch.tokens.numel()
         window_tokens += global_batch.n_tokens
-        info = StepInfo(step + 1, total_steps, float(loss.item()), lr, 0.0)
+        loss_sum += loss.detach().float()  # stays on the device: no wait for the GPU here
+        steps_summed += 1
+        validating = (step + 1) % eval_every == 0 or step + 1 == total_steps
+        info = StepInfo(step + 1, total_steps, last_loss, lr, 0.0)
+        if validating or (step + 1) % LOG_EVERY == 0:  # read the loss: the host waits here only
+            last_loss = info.loss = _read_mean_loss(loss_sum, steps_summed, step + 1, dist)
+            loss_sum.zero_()
+            steps_summed = 0
+            elapsed = time.perf_counter() - window_start
+            info.tokens_per_s = window_tokens / elapsed if elapsed > 0 else 0.0
 
-        if is_main and ((step + 1) % eval_every == 0 or step + 1 == total_steps):
+        if is_main and validating:
             validation_start = time.perf_counter()
             val = evaluate_split(
                 model, data, "val", device, int(eval_cfg["batch_size"]),
@@ -177,11 +188,8 @@ def train_model(
             if state_path is not None and is_main:
                 result.train_time_s = loop_time()
                 _save_training_state(state_path, model, optimizer, result, best_score)
-            window_tokens, window_start = 0, time.perf_counter()  # don't time evaluation
-        else:
-            synchronize(device)
-            elapsed = time.perf_counter() - window_start
-            info.tokens_per_s = window_tokens / elapsed if elapsed > 0 else 0.0
+        if validating or (step + 1) % LOG_EVERY == 0:
+            window_tokens, window_start = 0, time.perf_counter()  # a new timing window
         if on_step:
             on_step(info)
         if early_stop_at > 0 and ((step + 1) % eval_every == 0) and _agree(result.stopped_early, dist, device):
@@ -189,6 +197,17 @@ def train_model(
             break
     result.train_time_s = loop_time()
     return result
+
+
+def _read_mean_loss(loss_sum: torch.Tensor, n: int, step: int, dist: DistContext | None) -> float:
+    """The mean training loss of the last n steps, read from the device; raises Diverged
+    when it is not finite on any rank (every rank checks at the same steps, so they agree)."""
+    finite = torch.isfinite(loss_sum).to(torch.int32)
+    if dist is not None:  # every rank must agree, or the others would wait forever
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    if not bool(finite):
+        raise Diverged(f"the training loss became {float(loss_sum)} within steps {step - n + 1}-{step}")
+    return float(loss_sum) / n
 
 
 def _agree(flag: bool, dist: DistContext | None, device: torch.device) -> bool:
