@@ -155,3 +155,15 @@ def test_compare_refuses_a_folder_without_records(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["compare", str(tmp_path / "empty")]) == 2
     assert "no records in" in capsys.readouterr().err
+
+
+def test_the_same_seed_from_two_folders_counts_once():
+    """Comparing a run folder with a copy of itself must not double n or narrow the interval."""
+    once = [_rec("transformer", s, acc) for s, acc in ((0, 0.5), (1, 0.7))]
+    twice = once + [dict(r, created_at="2025-01-02T00:00:00+00:00") for r in once]
+    single, _ = comparison_frame(once)
+    doubled, notes = comparison_frame(twice)
+    for column in ("n_seeds", "n_ok", "mean", "ci95"):
+        assert doubled.iloc[0][column] == pytest.approx(single.iloc[0][column])
+    assert doubled.iloc[0]["n_ok"] == 2
+    assert any("2 records of the same seed, counted once" in n for n in notes)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from bimix_bench.results.tables import aggregate, records_frame
+from bimix_bench.results.tables import aggregate, counted_records, records_frame
 from bimix_bench.results.verdicts import mark_chance, test_counts
 
 BASELINE = "transformer"
@@ -114,7 +114,7 @@ def comparison_frame(records: list[dict]) -> tuple[pd.DataFrame, list[str]]:
     if summary.empty:
         return pd.DataFrame(columns=COMPARE_COLUMNS), ["no records"]
     table = summary.merge(_per_group_facts(records), on=KEY + ["model"], how="left")
-    notes: list[str] = []
+    notes: list[str] = counted_records(records)[1]
     for column in RELATIVE.values():
         table[column] = math.nan
     table["quality_vs_transformer"] = math.nan

@@ -56,13 +56,35 @@ def t_quantile_975(df: int) -> float:
 # Frames
 
 
-def records_frame(records: list[dict]) -> pd.DataFrame:
-    """One row per record with the columns of RECORD_COLUMNS. `counted` is False for the cells
-    of a learning-rate grid at a rate that was not chosen (results/lr_selection.py): they stay
-    in the frame as the evidence of the choice, and `aggregate` leaves them out."""
-    from bimix_bench.results.lr_selection import at_chosen_rates, lr_role, record_lr
+def counted_records(records: list[dict]) -> tuple[list[dict], list[str]]:
+    """The records that count as results, and notes on what was left out:
+    - the cells of a learning-rate grid at a rate that was not chosen (lr_selection.py);
+    - repeats of one seed: the same (task, subtask, budget, model, seed) found more than once,
+      e.g. in two run folders given to `compare`, is one seed, not several independent ones.
+      The latest record that finished ok is kept (else the latest)."""
+    from bimix_bench.results.lr_selection import at_chosen_rates
 
-    counted = {id(rec) for rec in at_chosen_rates(records)}
+    best: dict[tuple, dict] = {}
+    repeats: dict[tuple, int] = {}
+    for rec in at_chosen_rates(records):
+        key = (rec["task"], rec["subtask"], rec["budget"], rec["model"], rec["seed"])
+        old = best.get(key)
+        repeats[key] = repeats.get(key, 0) + 1
+        rank = (rec["status"] == "ok", str(rec.get("created_at", "")))
+        if old is None or rank >= (old["status"] == "ok", str(old.get("created_at", ""))):
+            best[key] = rec
+    notes = [f"{'/'.join(str(k) for k in key[:4])} seed {key[4]}: {n} records of the same seed, "
+             "counted once (the latest that finished ok)" for key, n in repeats.items() if n > 1]
+    return list(best.values()), notes
+
+
+def records_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per record with the columns of RECORD_COLUMNS. `counted` is False for records
+    that counted_records leaves out (a grid's rates that were not chosen, repeats of a seed):
+    they stay in the frame as evidence, and `aggregate` leaves them out."""
+    from bimix_bench.results.lr_selection import lr_role, record_lr
+
+    counted = {id(rec) for rec in counted_records(records)[0]}
     # The headline metric is chosen per (task, subtask) from every record's test metrics.
     names: dict[tuple[str, str], set[str]] = {}
     for rec in records:
@@ -105,7 +127,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     sample standard deviation, ci95 the half-width t_{0.975, n-1} * std / sqrt(n) (both NaN for
     a single seed). Speeds, peak memory and wall time are medians over the same seeds. `lr` is
     the learning rate(s) those seeds trained at (the chosen rate, where a grid chose it).
-    Records with `counted` False (a grid's rates that were not chosen) are left out."""
+    Records with `counted` False (see counted_records) are left out."""
     rows = []
     frame = frame[frame["counted"].astype(bool)]
     for key, group in frame.groupby(GROUP_COLUMNS, sort=True, dropna=False):
