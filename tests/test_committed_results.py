@@ -94,3 +94,26 @@ def test_readme_holds_the_host_share_table_of_its_documents():
     assert len(paths) == 6
     table = markdown_table([json.loads(path.read_text()) for path in paths])
     assert table in README.read_text()
+
+
+def test_the_small_budget_verdicts_on_the_committed_folders():
+    """What the small-budget GPU folders can tell apart: Pathfinder, Path-X, multi-document QA
+    and MQAR at 512 and 1K are flagged uninformative; ListOps' anchor is reproduced, MQAR's and
+    Pathfinder's are not (docs/protocols.md)."""
+    from bimix_bench.results.comparison import comparison_frame
+    from bimix_bench.results.tables import records_frame
+    from bimix_bench.results.verdicts import anchor_lines
+
+    records = [r for p in sorted((ROOT / "results" / "gpu").glob("*/records.jsonl"))
+               for r in read_records(p.parent)]
+    table, _ = comparison_frame(records)
+    informative = {(t, s): bool(v) for (t, s), v in
+                   table.groupby(["task", "subtask"])["informative"].first().items()}
+    assert {k for k, v in informative.items() if not v} == {
+        ("lra", "pathfinder"), ("lra", "pathx"), ("mqar", "T512_kv32"), ("mqar", "T1024_kv64"),
+        ("multidoc_qa", "bridge"), ("multidoc_qa", "multikey_needle"),
+        ("multidoc_qa", "multivalue"), ("multidoc_qa", "variable_tracking")}
+    assert informative[("mqar", "T256_kv16")] and informative[("lra", "listops")]
+    status = {(l.task, l.anchor.subtask): l.status for l in anchor_lines(records, records_frame(records))}
+    assert status == {("lra", "listops"): "reproduced", ("lra", "pathfinder"): "not reproduced",
+                      ("mqar", "T256_kv16"): "not reproduced"}
