@@ -339,6 +339,10 @@ def batch_size_for_any(cfg: dict[str, Any], task) -> int:
 def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device: torch.device,
              run_dir: Path, run_id: str, env: dict[str, Any], request: RunRequest,
              reporter: Reporter, dist: DistContext | None = None) -> dict[str, Any]:
+    """One cell, in named phases: build (size to the budget), train, score the test split on
+    the best weights, describe how it was obtained, measure throughput, keep the weights.
+    A failure is recorded in the cell's status; only bad input (UsageError) and an
+    interruption leave the sweep."""
     is_main = dist is None or dist.is_main
     record = base_record(cell, cfg, run_id, env, request)
     if request.shard is not None:  # one of several `run --gpus` workers training at once
@@ -349,28 +353,9 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
         return record
     record["data"] = data_facts(data, cfg)
     started = time.perf_counter()
-    spec = MODELS.get(cell.model).obj
     options = cfg["models"][cell.model]
     try:
-        arch, n_params = solve_architecture(
-            spec, options, int(cfg["params"]["non_embedding"]), int(cfg["arch"]["n_layers"]),
-            int(cfg["arch"]["n_heads"]), float(cfg["arch"]["ffn_ratio"]), data.context,
-            head="cls" if data.objective == "classify" else "lm", n_classes=data.n_classes,
-            tolerance=float(cfg["params"]["tolerance"]), vocab_size=data.vocab_size,
-        )
-        seed_everything(cell.seed)
-        model = LanguageModel(arch, spec, options).to(device)
-        counts = count_parameters(model)
-        target = int(cfg["params"]["non_embedding"])
-        record["arch"] = asdict(arch)
-        record["params"] = {
-            "total": counts["total"], "non_embedding": counts["non_embedding"],
-            "target_non_embedding": target,
-            "relative_error": (counts["non_embedding"] - target) / target,
-        }
-        reporter.cell_started(cell, f"d_model={arch.d_model} ffn={arch.ffn_hidden} "
-                                    f"params={counts['non_embedding']:,} lr={cfg['train']['lr']:g}"
-                                    + (" (grid)" if cell.role == "grid" else ""))
+        model, arch = _build(cell, data, cfg, device, record, reporter)
         result = train_model(model, data, cfg, device, cell.seed, lambda info: reporter.step(cell, info),
                              state_path=state_path(run_dir, cfg, cell), dist=dist)
         bs_train = batch_size_for(cfg, data.context)
@@ -379,45 +364,18 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
         if not is_main:
             return record
         model.load_state_dict(result.best_state)
-        autocast = autocast_factory(device, cfg["train"].get("precision", "auto"))
-        bs = int(cfg["eval"]["batch_size"])
         test_start = time.perf_counter()
-        test = evaluate_split(model, data, "test", device, bs, limit=int(cfg["eval"]["test_examples"]),
-                              autocast=autocast)
-        if data.extra_metrics is not None:
-            test.update(data.extra_metrics(model, "test", device, cfg))
-        bad = [k for k, v in {**test, **result.best_val}.items() if not math.isfinite(float(v))]
-        if bad:
-            raise Diverged(f"non-finite metrics after training: {', '.join(bad)}")
-        record.update(
-            tokens_trained=result.tokens_trained, steps=result.steps, best_step=result.best_step,
-            metrics={"val": result.best_val, "test": test},
-        )
-        record["protocol"] = {
-            "name": str(cfg["train"].get("protocol") or "budget default"),
-            "planned_steps": result.planned_steps, "stopped_early": result.stopped_early,
-            "selection_metric": data.selection_metric,
-            "early_stop_at": float(cfg["train"].get("early_stop_at", 0.0) or 0.0),
-        }
-        # Where the wall time went (kernel compilation and autotuning land in the first calls).
-        # Training and validation include earlier processes of a resumed cell; the rest is
-        # this process's, like wall_time_s.
-        this_process_training = result.train_time_s - result.earlier_train_time_s
-        record["timings_s"] = {
-            "other": test_start - started - this_process_training,  # sizing, building, DDP timing
+        test = _score_test(model, data, cfg, device, result.best_val)
+        _describe(record, result, data, cfg, test, timings={
+            # Where the wall time went (kernel compilation and autotuning land in the first
+            # calls). Training and validation include earlier processes of a resumed cell; the
+            # rest is this process's, like wall_time_s.
+            "other": test_start - started - (result.train_time_s - result.earlier_train_time_s),
             "training_steps": result.train_time_s - result.validation_time_s,
             "validation": result.validation_time_s,
             "test": time.perf_counter() - test_start,
-        }
-        if result.resumed_at_steps:
-            record["resumed_at_steps"] = result.resumed_at_steps
-        record["data"] = {**data_facts(data, cfg), "tokens_trained_padded": result.tokens_trained_padded,
-                          "train_history": result.history}
-        record["extras"] = {f"layer{i}": m.record_extras() for i, m in enumerate(model.mixers)
-                            if m.record_extras()}
-        probe = probe_model(model, data)
-        if probe:
-            record["extras"]["probe"] = probe
+        })
+        record["extras"] = _extras(model, data)
         if request.defer_throughput:  # timed later, alone on the device (engine/pending.py)
             park_weights(run_dir, cfg, cell, options, arch, result.best_state)
             record["status"] = PENDING
@@ -426,14 +384,7 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
         record_throughput(record, model, data, cfg, device, bs_train)
         record["timings_s"]["throughput"] = time.perf_counter() - throughput_start
         if dist is not None:
-            single = record["throughput"]["train_tokens_per_s"]["value"]
-            record["distributed"] = {
-                "world_size": dist.world_size,
-                "scaling_efficiency": ddp_tokens_per_s / (dist.world_size * single),
-                "method": (f"global train tokens/s of a {dist.world_size}-process DDP step "
-                           f"({ddp_tokens_per_s:,.0f}) / (world size x one-process tokens/s on "
-                           f"the same global batch ({single:,.0f})); backend {dist.backend}"),
-            }
+            record["distributed"] = _scaling(record, dist, ddp_tokens_per_s)
         if request.save_checkpoints:
             save_checkpoint(
                 checkpoint_path(run_dir, cfg["task"]["family"], cell.subtask, cell.model, cell.seed,
@@ -462,6 +413,87 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return record
+
+
+def _build(cell: Cell, data: TaskData, cfg: dict[str, Any], device: torch.device,
+           record: dict[str, Any], reporter: Reporter) -> tuple[LanguageModel, Any]:
+    """Solve the width for the parameter target and build the model from the cell's seed;
+    the record gets the architecture and the exact parameter counts."""
+    spec, options = MODELS.get(cell.model).obj, cfg["models"][cell.model]
+    target = int(cfg["params"]["non_embedding"])
+    arch, _ = solve_architecture(
+        spec, options, target, int(cfg["arch"]["n_layers"]),
+        int(cfg["arch"]["n_heads"]), float(cfg["arch"]["ffn_ratio"]), data.context,
+        head="cls" if data.objective == "classify" else "lm", n_classes=data.n_classes,
+        tolerance=float(cfg["params"]["tolerance"]), vocab_size=data.vocab_size,
+    )
+    seed_everything(cell.seed)
+    model = LanguageModel(arch, spec, options).to(device)
+    counts = count_parameters(model)
+    record["arch"] = asdict(arch)
+    record["params"] = {
+        "total": counts["total"], "non_embedding": counts["non_embedding"],
+        "target_non_embedding": target,
+        "relative_error": (counts["non_embedding"] - target) / target,
+    }
+    reporter.cell_started(cell, f"d_model={arch.d_model} ffn={arch.ffn_hidden} "
+                                f"params={counts['non_embedding']:,} lr={cfg['train']['lr']:g}"
+                                + (" (grid)" if cell.role == "grid" else ""))
+    return model, arch
+
+
+def _score_test(model: LanguageModel, data: TaskData, cfg: dict[str, Any], device: torch.device,
+                best_val: dict[str, float]) -> dict[str, float]:
+    """The test split's metrics on the loaded (best validation) weights; Diverged when any
+    test or validation metric is not finite."""
+    autocast = autocast_factory(device, cfg["train"].get("precision", "auto"))
+    test = evaluate_split(model, data, "test", device, int(cfg["eval"]["batch_size"]),
+                          limit=int(cfg["eval"]["test_examples"]), autocast=autocast)
+    if data.extra_metrics is not None:
+        test.update(data.extra_metrics(model, "test", device, cfg))
+    bad = [k for k, v in {**test, **best_val}.items() if not math.isfinite(float(v))]
+    if bad:
+        raise Diverged(f"non-finite metrics after training: {', '.join(bad)}")
+    return test
+
+
+def _describe(record: dict[str, Any], result: Any, data: TaskData, cfg: dict[str, Any],
+              test: dict[str, float], timings: dict[str, float]) -> None:
+    """How the cell's numbers were obtained: tokens, steps, metrics, protocol, timings, data."""
+    record.update(
+        tokens_trained=result.tokens_trained, steps=result.steps, best_step=result.best_step,
+        metrics={"val": result.best_val, "test": test}, timings_s=timings,
+    )
+    record["protocol"] = {
+        "name": str(cfg["train"].get("protocol") or "budget default"),
+        "planned_steps": result.planned_steps, "stopped_early": result.stopped_early,
+        "selection_metric": data.selection_metric,
+        "early_stop_at": float(cfg["train"].get("early_stop_at", 0.0) or 0.0),
+    }
+    if result.resumed_at_steps:
+        record["resumed_at_steps"] = result.resumed_at_steps
+    record["data"] = {**data_facts(data, cfg), "tokens_trained_padded": result.tokens_trained_padded,
+                      "train_history": result.history}
+
+
+def _extras(model: LanguageModel, data: TaskData) -> dict[str, Any]:
+    """Each mixer's record extras (per layer) and the mixer's probe on a test sequence."""
+    extras = {f"layer{i}": m.record_extras() for i, m in enumerate(model.mixers) if m.record_extras()}
+    probe = probe_model(model, data)
+    if probe:
+        extras["probe"] = probe
+    return extras
+
+
+def _scaling(record: dict[str, Any], dist: DistContext, ddp_tokens_per_s: float) -> dict[str, Any]:
+    single = record["throughput"]["train_tokens_per_s"]["value"]
+    return {
+        "world_size": dist.world_size,
+        "scaling_efficiency": ddp_tokens_per_s / (dist.world_size * single),
+        "method": (f"global train tokens/s of a {dist.world_size}-process DDP step "
+                   f"({ddp_tokens_per_s:,.0f}) / (world size x one-process tokens/s on "
+                   f"the same global batch ({single:,.0f})); backend {dist.backend}"),
+    }
 
 
 def probe_model(model: LanguageModel, data: TaskData) -> dict[str, Any] | None:
