@@ -98,12 +98,6 @@ RUN_VIEW = {
     "train_tokens_per_s": "train tok/s", "inference_tokens_per_s": "infer tok/s",
     "decode_tokens_per_s": "decode tok/s", "backend": "backend", "wall_time_s": "time s",
 }
-COMPARE_VIEW = {
-    "task": "task", "subtask": "subtask", "budget": "budget", "model": "model",
-    "metric": "metric", "mean": "mean", "ci95": "±95%", "n_ok": "n",
-    "train_tokens_per_s": "train tok/s", "inference_tokens_per_s": "infer tok/s",
-    "decode_tokens_per_s": "decode tok/s", "backend": "backend", "not_ok": "not ok",
-}
 
 
 # Columns given up first when the terminal is too narrow for all (the files keep everything).

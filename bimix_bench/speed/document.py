@@ -126,23 +126,3 @@ def iter_cells(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     for name, model in doc["models"].items():
         for cell in sorted(model["cells"], key=lambda c: c["context"]):
             yield name, cell
-
-
-def figure_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """One flat row per (model, context, kind) figure, plus one per cell without figures
-    (status oom / failed / skipped), for tables and plots."""
-    rows = []
-    kinds = list(doc["settings"].get("kinds", ("forward", "train", "decode")))
-    for name, cell in iter_cells(doc):
-        figures = cell.get("figures") or {}
-        for kind in kinds:
-            fig = figures.get(kind)
-            rows.append({
-                "model": name, "context": cell["context"], "kind": kind, "status": cell["status"],
-                "tokens_per_s": fig["tokens_per_s"] if fig else None,
-                "ratio": fig["ratio"] if fig else None,
-                "backend": fig["backend"] if fig else None,
-                "peak_memory_bytes": cell.get("peak_memory_bytes"),
-                "note": cell.get("reason") or (cell.get("unavailable") or {}).get(kind),
-            })
-    return rows
