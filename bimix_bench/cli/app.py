@@ -7,7 +7,6 @@ import sys
 import warnings
 
 import typer
-from typer.core import TyperCommand, TyperGroup
 
 try:  # typer >= 0.20 vendors its own copy of click
     from typer._click import exceptions as click_exceptions
@@ -16,57 +15,12 @@ except ImportError:  # older typer runs on click itself
     from click import exceptions as click_exceptions
     from click import echo
 
-from bimix_bench.errors import UsageError
-
-
-def _hide_flag_types(params: list) -> list:
-    """Boolean flags (--help, --update, --checkpoints/--no-checkpoints) take no value: show no
-    `<bool>` type beside them in the help (recent typer prints one for every parameter)."""
-    for param in params:
-        if getattr(param, "is_flag", False) and param.metavar is None:
-            param.metavar = ""
-    return params
-
-
-class _Command(TyperCommand):
-    def get_params(self, ctx):  # noqa: D102
-        return _hide_flag_types(super().get_params(ctx))
-
-
-class _Group(TyperGroup):
-    def get_params(self, ctx):  # noqa: D102
-        return _hide_flag_types(super().get_params(ctx))
-
-
-class _App(typer.Typer):
-    """typer.Typer whose commands render flags without a value marker (see _hide_flag_types)."""
-
-    def command(self, *args, cls=None, **kwargs):  # noqa: D102
-        return super().command(*args, cls=cls or _Command, **kwargs)
-
-
-app = _App(
-    cls=_Group,
-    name="bimix-bench",
-    help="Matched-budget benchmarks of BiMix-LM against Transformer, Mamba-style and "
-    "linear-attention token mixers: train and score every model under one budget, record "
-    "quality and tokens/s, compare runs.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    # Markdown joins a docstring's wrapped lines into paragraphs that reflow to the terminal.
-    rich_markup_mode="markdown",
-)
-
 # Command modules register themselves on `app` when imported.
-from bimix_bench.cli import compare_cmd, list_cmd, run_cmd  # noqa: E402,F401
-
-for _optional in ("gates_cmd", "speed_cmd", "check_cmd"):
-    try:
-        __import__(f"bimix_bench.cli.{_optional}")
-    except ModuleNotFoundError as _err:
-        if _err.name != f"bimix_bench.cli.{_optional}":
-            raise
+from bimix_bench.cli import (  # noqa: F401
+    check_cmd, compare_cmd, gates_cmd, list_cmd, run_cmd, speed_cmd,
+)
+from bimix_bench.cli.application import app
+from bimix_bench.errors import UsageError
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

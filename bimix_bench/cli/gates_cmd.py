@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from bimix_bench.cli.app import app
+from bimix_bench.cli.application import app
 from bimix_bench.cli.common import console
 from bimix_bench.errors import UsageError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from bimix_bench.cli.app import app
+from bimix_bench.cli.application import app
 from bimix_bench.errors import UsageError
 
 SECTIONS = ("models", "tasks", "budgets")

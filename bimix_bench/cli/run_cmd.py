@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from bimix_bench.cli.app import app
+from bimix_bench.cli.application import app
 from bimix_bench.cli.common import console, parse_seeds, split_names
 from bimix_bench.errors import UsageError
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from bimix_bench.cli.app import app
+from bimix_bench.cli.application import app
 from bimix_bench.cli.common import console, split_names
 from bimix_bench.errors import UsageError
 
