@@ -81,7 +81,7 @@ def speed(
         kinds=tuple(split_names(kinds) or ()),
         warmup=b["throughput"]["warmup"] if warmup is None else warmup,
         repeats=repeats or b["throughput"]["repeats"],
-        decode_tokens=b["throughput"].get("decode_tokens", 16) if decode_tokens is None else decode_tokens,
+        decode_tokens=b["throughput"]["decode_tokens"] if decode_tokens is None else decode_tokens,
         threads=threads, clock=clock, interleave=interleave, options=options["models"],
     )
     # With --out, every finished cell is written at once (the document says "complete": false

@@ -99,6 +99,10 @@ def _check_budget_types(data: dict[str, Any], where: Any) -> None:
     if not (isinstance(data["seeds"], list) and data["seeds"]
             and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in data["seeds"])):
         raise UsageError(f"{where}: seeds must be a non-empty list of integers >= 0")
+    for key, low in (("warmup", 0), ("repeats", 1), ("decode_tokens", 0)):
+        value = data["throughput"].get(key) if isinstance(data.get("throughput"), dict) else None
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UsageError(f"{where}: throughput.{key} must be an integer >= {low}, got {value!r}")
     if isinstance(data.get("train"), dict):
         check_train_section(data["train"], str(where))
 

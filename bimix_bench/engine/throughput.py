@@ -165,7 +165,7 @@ def backend_label(model: LanguageModel, attr: str = "backend") -> str:
 
 def measure_decode(model, tokens, cfg, device, autocast) -> dict[str, Any] | None:
     """Greedy generation speed after a prompt of the full context: tokens/s of decode steps."""
-    n_new = int(cfg["throughput"].get("decode_tokens", 0))
+    n_new = int(cfg["throughput"]["decode_tokens"])  # the budget's (config checks it is >= 0)
     if n_new <= 0:
         return None
     warmup, repeats = int(cfg["throughput"]["warmup"]), int(cfg["throughput"]["repeats"])
