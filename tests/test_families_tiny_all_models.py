@@ -18,7 +18,7 @@ NEEDS_DATA = {("lra", "text"), ("lra", "retrieval"), ("lra", "image")}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["lra", "mqar", "long_code", "multidoc_qa"])
+@pytest.mark.parametrize("family", ["lra", "mqar", "long_code", "multidoc_qa", "state_tracking"])
 def test_family_runs_offline_for_every_model(family, tmp_path):
     out = tmp_path / family
     # The tiny budget with smaller test sets and one timing round, to keep CI short.
