@@ -49,9 +49,9 @@ def test_prox_weight_is_the_gate_step_times_lambda_and_the_box(monkeypatch):
     calls = []
     real = gate_solver.tv_box_prox
 
-    def spy(s, lam, lo=0.0, hi=1.0):
+    def spy(s, lam, lo=0.0, hi=1.0, check_finite=True):
         calls.append((lam, lo, hi, s.shape))
-        return real(s, lam, lo, hi)
+        return real(s, lam, lo, hi, check_finite)
 
     monkeypatch.setattr(gate_solver, "tv_box_prox", spy)
     mixer = make_mixer(tv_lambda=0.05, gate_phase_frac=0.5)
@@ -213,7 +213,7 @@ def test_no_solver_runs_in_evaluation_or_inference(monkeypatch):
             _, state = mixer.prefill(x[:, :10], max_len=20)
             mixer.decode_step(x[:, 10], state)
         mixer.record_extras()
-        monkeypatch.setattr(gate_solver, "tv_box_prox", lambda s, lam, lo=0.0, hi=1.0: s.clamp(lo, hi))
+        monkeypatch.setattr(gate_solver, "tv_box_prox", lambda s, lam, lo=0.0, hi=1.0, **_: s.clamp(lo, hi))
         step(mixer, 2)  # switch (the last phase-1 prox uses the stand-in)
         monkeypatch.setattr(gate_solver, "tv_box_prox", forbidden)
     for k in range(3, TOTAL + 1):
@@ -283,3 +283,17 @@ def test_fixed_gates_stay_at_one_half_whatever_the_gradient():
     assert torch.all(mixer.gates.static == 0.5) and mixer.gates.current_phase == 1
     assert not any(p is mixer.gates.static for g in build_optimizer(mixer, {"lr": 1e-3, "weight_decay": 0.1})
                    .param_groups for p in g["params"])
+
+
+def test_the_proximal_step_reads_nothing_back_from_the_device(monkeypatch):
+    """Phase 1's gate step runs once per layer and optimizer step: it must not make the host
+    wait for the GPU, i.e. read no tensor value (item, tolist, bool, float)."""
+    mixer = make_mixer()
+    mixer.gates.static.grad = torch.randn(mixer.gates.static.shape)
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _r=real, _n=name, **k: (reads.append(_n), _r(self, *a, **k))[1])
+    step(mixer, 1)
+    monkeypatch.undo()
+    assert reads == [] and mixer.gates.current_phase == 1

@@ -222,18 +222,22 @@ def _check_finite(s: Tensor, lam: Tensor) -> None:
         raise ValueError("lam must be >= 0 (it weighs a total-variation penalty)")
 
 
-def tv_box_prox(s: Tensor, lam: float | Tensor, lo: float = 0.0, hi: float = 1.0) -> Tensor:
+def tv_box_prox(s: Tensor, lam: float | Tensor, lo: float = 0.0, hi: float = 1.0,
+                check_finite: bool = True) -> Tensor:
     """argmin_{G in [lo, hi]^n} 1/2 ||G - s||^2 + lam * TV(G) along the last axis, exactly.
 
     s: (..., n) -> (..., n) in s's dtype and device. lam: a scalar or a tensor broadcastable
     to s.shape[:-1] (one lam per row). Differentiable w.r.t. s and lam (not twice).
+    check_finite=False skips the NaN / inf / negative-lam checks, which read a value back from
+    the device: the training step uses it (a NaN there surfaces as a diverged loss anyway).
     """
     lo, hi = float(lo), float(hi)
     if not lo <= hi:
         raise ValueError(f"empty box: lo={lo} > hi={hi}")
     _check_gates(s)
     lam_b = _broadcast_lam(s, lam)
-    _check_finite(s, lam_b)
+    if check_finite:
+        _check_finite(s, lam_b)
     return _TVBoxProx.apply(s, lam_b, lo, hi)
 
 
