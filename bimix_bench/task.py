@@ -14,6 +14,7 @@ docs/plugins.md.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,16 @@ class TaskData:
     # "lm" tasks whose scored targets are answers (not a text stream) also report the argmax
     # accuracy over those targets as "accuracy".
     answer_accuracy: bool = False
+    # Tasks that can generate longer inputs: factor -> the test split at factor x context (the
+    # same kind of examples, only longer), for the length-generalization evaluation.
+    longer_test: Callable[[int], Any] | None = None
+
+    def at_length(self, factor: int) -> "TaskData":
+        """This task with its test split `factor` times as long (needs longer_test)."""
+        if self.longer_test is None:
+            raise ValueError(f"{self.task}/{self.subtask} cannot generate longer inputs")
+        return dataclasses.replace(self, test=self.longer_test(factor), context=factor * self.context,
+                                   extra_metrics=None)
 
     @property
     def selection_metric(self) -> str:

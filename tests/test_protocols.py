@@ -190,3 +190,37 @@ def test_a_loss_that_becomes_nan_ends_the_cell_as_diverged(monkeypatch):
     monkeypatch.setattr(trainer, "sequence_loss", nan_from_step_13)
     with pytest.raises(trainer.Diverged, match="within steps 11-20"):
         trainer.train_model(_model(data), data, cfg, torch.device("cpu"), 0)
+
+
+def test_longer_test_inputs_keep_the_task_and_scale_the_length():
+    _, data = _mqar()
+    longer = data.at_length(4)
+    x, y = longer.test.fetch(0)
+    assert longer.context == 4 * 64 and x.shape == (256,) and int((y != -100).sum()) == 4
+    assert longer.vocab_size == data.vocab_size and longer.extra_metrics is None
+    from bimix_bench.registry import TASKS
+
+    st = TASKS.get("state_tracking").obj
+    words = st.load("parity", st.defaults("tiny"), 0, None).at_length(8)
+    x, y = words.test.fetch(3)
+    assert x.shape == y.shape == (8 * 16,) and y.tolist() == (x.cumsum(0) % 2).tolist()
+
+
+def test_records_carry_the_metrics_at_longer_lengths(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bimix_bench", "run", "--task", "state_tracking",
+                           "--subtasks", "parity", "--budget", "tiny", "--models", "transformer",
+                           "--set", "train.steps=4", "--set", "train.eval_every=4",
+                           "--set", "eval.length_factors=[2, 4]", "--set", "throughput.repeats=1",
+                           "--no-checkpoints", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    from bimix_bench.results.records import read_records
+
+    (rec,) = read_records(tmp_path / "r")
+    test = rec["metrics"]["test"]
+    for factor in (2, 4):
+        assert 0.0 <= test[f"accuracy_len{factor}x"] <= 1.0 and test[f"loss_len{factor}x"] > 0
+    bad = subprocess.run([sys.executable, "-m", "bimix_bench", "run", "--task", "state_tracking",
+                          "--budget", "tiny", "--set", "eval.length_factors=[1]"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "length_factors" in bad.stderr

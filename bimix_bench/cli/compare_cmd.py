@@ -26,6 +26,9 @@ def compare(
         None, "--versus", metavar="MODEL", help="Also set MODEL against every other model: per "
         "cell its quality difference and its speeds as multiples of the other's, then the "
         "ranges of those multiples by context length (added to --markdown and --json)."),
+    length_threshold: float = typer.Option(
+        0.9, "--length-threshold", help="Effective length: the longest test length up to which "
+        "a model's accuracy stays at or above this (runs with eval.length_factors)."),
 ) -> None:
     """Models x tasks: headline quality (mean ± 95% CI over seeds), tokens/s, parameters and
     kernel backend, each also relative to the Transformer of the same task, subtask and budget;
@@ -70,12 +73,22 @@ def compare(
         for line in anchors:
             colour = "green" if line.status == "reproduced" else "yellow"
             console.print(f"[{colour}]{line.text()}[/{colour}]", highlight=False)
+        from bimix_bench.results.lengths import effective_lengths, length_curves
+
+        curves = length_curves(records)
+        lengths = effective_lengths(curves[curves["metric"] == "accuracy"], length_threshold)
+        if not lengths.empty:
+            console.print(records_table(lengths, "effective length (RULER-style: the longest test "
+                                        f"length with accuracy >= {length_threshold:g} at every length)",
+                                        width=console.width))
         cells = ranges = None
         if versus:
             cells, ranges = _versus(table, versus, records)
         if markdown:
             body = to_markdown(shown) + "\n" + "".join(f"\n- note: {n}" for n in notes)
             body += "".join(f"\n- {line.text()}" for line in anchors)
+            if not lengths.empty:
+                body += "\n\n## Effective length\n\n" + to_markdown(lengths) + "\n"
             body += "\n" if notes or anchors else ""
             if versus:
                 from bimix_bench.results.versus import versus_markdown
@@ -87,7 +100,8 @@ def compare(
             console.print(f"wrote {csv}")
         if json_out:
             doc = {"notes": notes, "anchors": [line.as_dict() for line in anchors],
-                   "rows": json_rows(table)}
+                   "rows": json_rows(table), "lengths": json_rows(curves),
+                   "effective_lengths": json_rows(lengths)}
             if versus:
                 doc["versus"] = {"model": versus, "cells": json_rows(cells),
                                  "by_context": json_rows(ranges)}
@@ -174,6 +188,15 @@ def _plots(folder: Path, records: list[dict], table, speed_docs: dict) -> list[P
             series, title=f"{device_class}, budget {budget}, {tokens} tokens per batch, {precision}")
         written.append(plots.save_figure(
             fig, folder / f"throughput_vs_context_{plots.safe_name(device_class, budget)}.png"))
+    if records:
+        from bimix_bench.results.lengths import length_curves, length_figure
+
+        curves = length_curves(records)
+        for (task, subtask, budget, metric), group in curves.groupby(
+                ["task", "subtask", "budget", "metric"], sort=False):
+            fig = length_figure(group, f"{task}/{subtask} ({budget}): {metric} against test length")
+            written.append(plots.save_figure(
+                fig, folder / f"length_{plots.safe_name(task, subtask, budget, metric)}.png"))
     if not written:
         console.print("[yellow]nothing to plot[/yellow]")
     return written

@@ -99,6 +99,10 @@ def _check_budget_types(data: dict[str, Any], where: Any) -> None:
     if not (isinstance(data["seeds"], list) and data["seeds"]
             and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in data["seeds"])):
         raise UsageError(f"{where}: seeds must be a non-empty list of integers >= 0")
+    factors = data["eval"].get("length_factors", []) if isinstance(data.get("eval"), dict) else []
+    if not isinstance(factors, list) or any(isinstance(f, bool) or not isinstance(f, int) or f < 2
+                                            for f in factors):
+        raise UsageError(f"{where}: eval.length_factors must be a list of integers >= 2, got {factors!r}")
     for key, low in (("warmup", 0), ("repeats", 1), ("decode_tokens", 0)):
         value = data["throughput"].get(key) if isinstance(data.get("throughput"), dict) else None
         if isinstance(value, bool) or not isinstance(value, int) or value < low:

@@ -451,10 +451,32 @@ def _score_test(model: LanguageModel, data: TaskData, cfg: dict[str, Any], devic
                           limit=int(cfg["eval"]["test_examples"]), autocast=autocast)
     if data.extra_metrics is not None:
         test.update(data.extra_metrics(model, "test", device, cfg))
+    test.update(_longer_lengths(model, data, cfg, device, autocast))
     bad = [k for k, v in {**test, **best_val}.items() if not math.isfinite(float(v))]
     if bad:
         raise Diverged(f"non-finite metrics after training: {', '.join(bad)}")
     return test
+
+
+LENGTH_METRICS = ("accuracy", "bits_per_byte", "loss")
+
+
+def _longer_lengths(model: LanguageModel, data: TaskData, cfg: dict[str, Any], device: torch.device,
+                    autocast) -> dict[str, float]:
+    """Length generalization: the test metrics on inputs eval.length_factors times as long as
+    the training context, as `<metric>_len<F>x`, for tasks that can generate them. Fewer rows
+    per batch at longer lengths, so memory stays that of the training length."""
+    factors = cfg["eval"].get("length_factors") or []  # absent in configs older than the key
+    if data.longer_test is None:
+        return {}
+    limit = int(cfg["eval"].get("length_examples") or cfg["eval"]["test_examples"])
+    out = {}
+    for factor in factors:
+        rows = max(1, int(cfg["eval"]["batch_size"]) // int(factor))
+        metrics = evaluate_split(model, data.at_length(int(factor)), "test", device, rows,
+                                 limit=limit, autocast=autocast)
+        out.update({f"{k}_len{int(factor)}x": v for k, v in metrics.items() if k in LENGTH_METRICS})
+    return out
 
 
 def _describe(record: dict[str, Any], result: Any, data: TaskData, cfg: dict[str, Any],

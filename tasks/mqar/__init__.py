@@ -11,6 +11,7 @@ and is identical for every model.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +56,16 @@ def load_mqar(subtask: str, cfg: dict[str, Any], seed: int) -> TaskData:
         "key_ids": [1, gen.vocab_size // 2 - 1], "value_ids": [gen.vocab_size // 2, gen.vocab_size - 1],
         "sizes": sizes,
     }
+    def longer_test(factor: int) -> ExampleSplit:
+        """The same N pairs in sequences factor x T long: more distance between keys and their
+        queries, more noise in between."""
+        longer = dataclasses.replace(gen, seq_len=factor * seq_len)
+        return ExampleSplit(sizes["test"], example_fetcher(longer, seed, "test"))
+
     return TaskData(
         task="mqar", subtask=subtask, objective="lm", context=seq_len,
         train=splits["train"], val=splits["val"], test=splits["test"], meta=meta,
-        vocab_size=gen.vocab_size, answer_accuracy=True,
+        vocab_size=gen.vocab_size, answer_accuracy=True, longer_test=longer_test,
     )
 
 

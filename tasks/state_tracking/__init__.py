@@ -10,6 +10,7 @@ whose state is predicted exactly, the chance level 1/|G|. Examples are built on 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,13 @@ def load_state_tracking(subtask: str, cfg: dict[str, Any], seed: int) -> TaskDat
             "group_order": gen.order, "length": gen.length, "sizes": sizes}
     if subtask == "mod_add":
         meta["modulus"] = gen.modulus
+    def longer_test(factor: int) -> ExampleSplit:  # words factor x L long
+        longer = dataclasses.replace(gen, length=factor * gen.length)
+        return ExampleSplit(sizes["test"], example_fetcher(longer, seed, "test"))
+
     return TaskData(task="state_tracking", subtask=subtask, objective="lm", context=gen.length,
                     train=splits["train"], val=splits["val"], test=splits["test"], meta=meta,
-                    vocab_size=max(gen.order, 2), answer_accuracy=True)
+                    vocab_size=max(gen.order, 2), answer_accuracy=True, longer_test=longer_test)
 
 
 @register_task
