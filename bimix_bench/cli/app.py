@@ -17,7 +17,7 @@ except ImportError:  # older typer runs on click itself
 
 # Command modules register themselves on `app` when imported.
 from bimix_bench.cli import (  # noqa: F401
-    check_cmd, compare_cmd, gates_cmd, list_cmd, run_cmd, speed_cmd,
+    check_cmd, compare_cmd, gates_cmd, list_cmd, run_cmd, speed_cmd, sweep_cmd,
 )
 from bimix_bench.cli.application import app
 from bimix_bench.errors import UsageError

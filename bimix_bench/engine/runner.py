@@ -51,6 +51,9 @@ class RunRequest:
     resume: Path | None = None  # continue this run folder: finished cells are kept, not redone
     shard: tuple[int, int] | None = None  # (k, N): run only every N-th cell from the k-th
     defer_throughput: bool = False  # park trained cells; time them later, alone (run --gpus)
+    # time.monotonic() after which no new cell starts (bimix-bench sweep --time-limit): the run
+    # stops cleanly at a cell boundary and `--resume` continues it.
+    deadline: float | None = None
 
 
 @dataclass
@@ -235,7 +238,11 @@ def _execute(request: RunRequest, reporter: Reporter | None, dist: DistContext |
     env = environment_info()
     reporter.run_started(run_dir, cells)
     data_cache: dict[tuple[str, int], TaskData | SkipCell] = {}
-    for cell in cells:
+    for done_here, cell in enumerate(cells):
+        if request.deadline is not None and time.monotonic() >= request.deadline:
+            reporter.note(f"time limit reached: {len(cells) - done_here} cells left in {run_dir} "
+                          f"(continue with: bimix-bench run --resume {run_dir})")
+            break
         key = (cell.subtask, cell.seed)
         if key not in data_cache:
             if all(k[0] != cell.subtask for k in data_cache):
