@@ -252,6 +252,7 @@ def _execute(request: RunRequest, reporter: Reporter | None, dist: DistContext |
             except SkipCell as skip:
                 data_cache[key] = skip
                 reporter.note(f"skipping {cfg['task']['family']}/{cell.subtask}: {skip}")
+        barrier(dist)  # every rank reads the records after rank 0 appended the last cell's
         try:
             cell_cfg, lr_entry = cell_config(cfg, cell, _all_records(run_dir))
         except SkipCell as skip:
