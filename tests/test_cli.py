@@ -154,7 +154,7 @@ def test_warnings_print_on_one_line(run_dir, tmp_path, capsys):
     assert "line 2: not valid JSON" in warned[0] and "UserWarning" not in warned[0]
 
 
-@pytest.mark.parametrize("command", ["", "run", "list", "compare", "speed", "check", "gates"])
+@pytest.mark.parametrize("command", ["", "run", "list", "compare", "speed", "check", "gates", "sweep"])
 def test_help_fits_80_columns_without_cutting_text_or_typing_flags(command):
     env = {**os.environ, "COLUMNS": "80", "TERMINAL_WIDTH": "80"}
     args = [sys.executable, "-m", "bimix_bench", *([command] if command else []), "--help"]
