@@ -142,7 +142,7 @@ def test_compare_command_writes_markdown_csv_json_and_plots(records, tmp_path):
                                       "--json", str(js), "--plot", str(plots)])
     assert result.exit_code == 0, result.output
     text = md.read_text()
-    assert "0.6 ± 0.248 (n=3)" in text and "18,000 (1.80x)" in text and "params +7.8%" in text
+    assert "0.6 ± 0.25 (n=3)" in text and "18,000 (1.80x)" in text and "params +7.8%" in text
     frame = pd.read_csv(csv)
     assert frame.loc[frame["model"] == "bimix", "train_vs_transformer"].item() == pytest.approx(1.8)
     data = json.loads(js.read_text())
@@ -167,3 +167,25 @@ def test_the_same_seed_from_two_folders_counts_once():
         assert doubled.iloc[0][column] == pytest.approx(single.iloc[0][column])
     assert doubled.iloc[0]["n_ok"] == 2
     assert any("2 records of the same seed, counted once" in n for n in notes)
+
+
+def test_compare_reads_at_80_columns(tmp_path, records):
+    """Names are never broken, skipped rows and flags go below the table, every line fits."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    for rec in records + [make_record(model="gla", subtask="text", status="skipped", params=None,
+                                      arch=None, metrics=None, throughput=None, backends={})]:
+        append_record(run, rec)
+    done = subprocess.run([sys.executable, "-m", "bimix_bench", "compare", str(run)],
+                          capture_output=True, text=True, env={**__import__("os").environ, "COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    table_rows = [line for line in lines if line.startswith("│")]
+    assert any("transformer" in row for row in table_rows)
+    assert all("transfor" not in row or "transformer" in row for row in table_rows)  # not broken
+    assert not any("lra/text" in row for row in table_rows)  # the skipped cell is a line below
+    assert any("rows without a result" in line and "lra/text" in line for line in lines)
+    assert any("params +7.8% vs transformer" in line for line in lines if not line.startswith("│"))

@@ -56,7 +56,9 @@ def compare(
     table = notes = None
     if records:
         from bimix_bench.cli.ui import records_table
-        from bimix_bench.results.comparison import comparison_frame, display_frame, json_rows
+        from bimix_bench.results.comparison import (
+            comparison_frame, display_frame, json_rows, terminal_view,
+        )
         from bimix_bench.results.tables import to_markdown
 
         from bimix_bench.results.tables import records_frame
@@ -66,8 +68,11 @@ def compare(
         anchors = anchor_lines(records, records_frame(records))
         shown = display_frame(table)
         n_runs = len(run_dirs) - len(speed_docs)
-        console.print(records_table(shown, f"{len(records)} records from {n_runs} run(s)",
+        on_screen, flag_lines = terminal_view(table, shown)
+        console.print(records_table(on_screen, f"{len(records)} records from {n_runs} run(s)",
                                     width=console.width))
+        for line in flag_lines:
+            console.print(f"[yellow]{line}[/yellow]", highlight=False)
         for note in notes:
             console.print(f"[yellow]note: {note}[/yellow]")
         for line in anchors:

@@ -103,7 +103,10 @@ RUN_VIEW = {
 # Columns given up first when the terminal is too narrow for all (the files keep everything).
 # Never "seed": without it, two seeds of one model read as duplicate rows.
 DROP_WHEN_NARROW = ("wall_time_s", "status", "params_non_embedding", "params", "budget",
-                    "n_ok", "metric", "decode_tokens_per_s", "decode tok/s", "not_ok", "backend")
+                    "n_ok", "metric", "decode_tokens_per_s", "decode tok/s", "not_ok", "backend",
+                    "lr", "infer tok/s", "Δ vs transformer")
+# Names are never broken across lines: long cells fold, these stay whole.
+NO_WRAP = ("task", "subtask", "model")
 
 
 def records_table(frame, title: str, view: dict[str, str] | None = None,
@@ -127,7 +130,9 @@ def records_table(frame, title: str, view: dict[str, str] | None = None,
     caption = f"not shown at this width: {', '.join(dropped)}" if dropped else None
     table = Table(title=title, show_lines=False, caption=caption)
     for column in columns:
-        table.add_column(view[column], overflow="fold")
+        whole = column in NO_WRAP
+        table.add_column(view[column], overflow="fold", no_wrap=whole,
+                         min_width=needed[column] - 3 if whole else None)
     for i in range(len(frame)):
         table.add_row(*[cells[c][i] for c in columns])
     return table

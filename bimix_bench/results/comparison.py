@@ -214,10 +214,31 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def terminal_view(table: pd.DataFrame, shown: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """What a terminal shows: the rows of cells that produced a number, without the flags
+    column; and below it, one line per flag (a flag that every model of a cell shares is said
+    once for the cell) and one line that counts the rows left out (skipped or failed cells)."""
+    ran = table["n_ok"] > 0
+    lines: list[str] = []
+    for name, group in shown[ran.values].groupby("task", sort=False):
+        per_row = [(row["model"], [f for f in row["flags"].split("; ") if f]) for _, row in group.iterrows()]
+        shared = set.intersection(*(set(flags) for _, flags in per_row)) if len(per_row) > 1 else set()
+        lines += [f"{name}: {flag}" for flag in sorted(shared)]
+        lines += [f"{name} {model}: {flag}" for model, flags in per_row for flag in flags
+                  if flag not in shared]
+    left_out = shown[~ran.values]
+    if len(left_out):
+        reasons = sorted({str(r) for r in table.loc[~ran, "not_ok"] if r})
+        cells = sorted(set(left_out["task"]))
+        lines.append(f"{len(left_out)} rows without a result ({', '.join(reasons) or 'no records ok'}) "
+                     f"left out here: {', '.join(cells)} (--markdown, --csv, --json keep them)")
+    return shown[ran.values].drop(columns=["flags"]), lines
+
+
 def _quality(r: pd.Series) -> str:
     if not _number(r["mean"]):
         return f"- (n={int(r['n_ok'])})"
-    ci = f" ± {r['ci95']:.3g}" if _number(r["ci95"]) else ""
+    ci = f" ± {r['ci95']:.2g}" if _number(r["ci95"]) else ""
     return f"{r['mean']:.4g}{ci} (n={int(r['n_ok'])})"
 
 
