@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from bimix_bench.results.lr_selection import at_chosen_rates, chosen_rates, grid_results
+from bimix_bench.results.lr_selection import at_chosen_rates, chosen_rates, grid_results, incomplete_grids
 from bimix_bench.results.records import read_records, validate_record
 from bimix_bench.results.tables import aggregate, records_frame
 from tests.test_records import make_record
@@ -123,3 +123,10 @@ def test_gpus_workers_refuse_a_grid(tmp_path):
     done = subprocess.run(cli("run", *ARGS, "--out", str(tmp_path / "r"), "--shard", "0/2"),
                           capture_output=True, text=True, env=ENV)
     assert done.returncode == 2 and "learning-rate grid" in done.stderr
+
+
+def test_an_unfinished_grid_is_said_to_be_so():
+    partial = [grid_record("bimix", 1e-3, 0.4, 0.4), grid_record("bimix", 3e-3, 0.5, 0.5)]
+    (line,) = incomplete_grids(partial)
+    assert "bimix" in line and "2 of 3 rates tried" in line
+    assert incomplete_grids(partial + [grid_record("bimix", 1e-2, 0.6, 0.6)]) == []

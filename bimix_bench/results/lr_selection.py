@@ -90,3 +90,18 @@ def at_chosen_rates(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             failed_grids.add(key)
             kept.append(r)
     return kept
+
+
+def incomplete_grids(records: list[dict[str, Any]]) -> list[str]:
+    """A line per grid that has not tried every rate yet (an interrupted run): its row is the
+    best rate so far, not the chosen one."""
+    tried: dict[GridKey, set[float]] = {}
+    planned: dict[GridKey, list[float]] = {}
+    for rec in records:
+        if lr_role(rec) == "grid":
+            key = grid_key(rec)
+            tried.setdefault(key, set()).add(record_lr(rec))
+            planned[key] = [float(r) for r in rec["learning_rate"]["grid"]]
+    return [f"{key[1]}/{key[2]} ({key[3]}) {key[4]}: learning-rate grid incomplete, "
+            f"{len(tried[key])} of {len(planned[key])} rates tried: its row is the best so far, "
+            "not the chosen rate" for key in planned if len(tried[key]) < len(planned[key])]

@@ -61,8 +61,9 @@ def counted_records(records: list[dict]) -> tuple[list[dict], list[str]]:
     - the cells of a learning-rate grid at a rate that was not chosen (lr_selection.py);
     - repeats of one seed: the same (task, subtask, budget, model, seed) found more than once,
       e.g. in two run folders given to `compare`, is one seed, not several independent ones.
-      The latest record that finished ok is kept (else the latest)."""
-    from bimix_bench.results.lr_selection import at_chosen_rates
+      The latest record that finished ok is kept (else the latest).
+    A grid that has not tried every rate yet is named in the notes too."""
+    from bimix_bench.results.lr_selection import at_chosen_rates, incomplete_grids
 
     best: dict[tuple, dict] = {}
     repeats: dict[tuple, int] = {}
@@ -75,7 +76,7 @@ def counted_records(records: list[dict]) -> tuple[list[dict], list[str]]:
             best[key] = rec
     notes = [f"{'/'.join(str(k) for k in key[:4])} seed {key[4]}: {n} records of the same seed, "
              "counted once (the latest that finished ok)" for key, n in repeats.items() if n > 1]
-    return list(best.values()), notes
+    return list(best.values()), notes + incomplete_grids(records)
 
 
 def records_frame(records: list[dict]) -> pd.DataFrame:
