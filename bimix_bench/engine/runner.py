@@ -134,18 +134,22 @@ def _cells(cfg: dict[str, Any]) -> list[Cell]:
     """Per subtask: with a grid of two or more rates, per model every rate on the first seed,
     then the other seeds at that model's chosen rate (so an interrupted run has whole models
     finished); else every seed at the one rate."""
-    grid = [float(lr) for lr in cfg["train"].get("lr_grid") or []]
+    grid = lr_grid(cfg)
     models, seeds = cfg["run"]["models"], cfg["seeds"]
     cells = []
     for sub in cfg["task"]["subtasks"]:
         if len(grid) < 2:
-            lr = grid[0] if grid else float(cfg["train"]["lr"])
-            cells += [Cell(sub, seed, m, "fixed", lr) for seed in seeds for m in models]
+            cells += [Cell(sub, seed, m, "fixed", grid[0]) for seed in seeds for m in models]
             continue
         for m in models:
             cells += [Cell(sub, seeds[0], m, "grid", lr) for lr in grid]
             cells += [Cell(sub, seed, m, "chosen") for seed in seeds[1:]]
     return cells
+
+
+def lr_grid(cfg: dict[str, Any]) -> list[float]:
+    """The run's learning-rate grid: train.lr_grid, or the one rate train.lr."""
+    return [float(lr) for lr in cfg["train"].get("lr_grid") or []] or [float(cfg["train"]["lr"])]
 
 
 def record_cell_key(rec: dict[str, Any]) -> tuple[str, int, str, float | None]:
@@ -162,10 +166,10 @@ def cell_config(cfg: dict[str, Any], cell: Cell, records: list[dict[str, Any]]
     "learning_rate" entry. Raises SkipCell when a later seed's grid has no finished rate."""
     from bimix_bench.results.lr_selection import chosen_rates, grid_results
 
-    grid = [float(lr) for lr in cfg["train"].get("lr_grid") or []]
-    lr, entry = cell.lr, {"lr": cell.lr, "grid": grid or [float(cfg["train"]["lr"])], "role": cell.role}
+    grid = lr_grid(cfg)
+    lr, entry = cell.lr, {"lr": cell.lr, "grid": grid, "role": cell.role}
     if cell.role == "chosen":
-        # Every record of the folder is this run's (its run_id is the folder's first name).
+        # Every record of the folder is this run's: match on all but the run id.
         cell_of_run = (cfg["task"]["family"], cell.subtask, cfg["budget"]["name"], cell.model)
         found = [(key, lr) for key, lr in chosen_rates(records).items() if key[1:] == cell_of_run]
         if not found:
@@ -257,9 +261,8 @@ def _execute(request: RunRequest, reporter: Reporter | None, dist: DistContext |
             cell_cfg, lr_entry = cell_config(cfg, cell, _all_records(run_dir))
         except SkipCell as skip:
             record = base_record(cell, cfg, run_id, env, request)
-            record.update(status="skipped", reason=str(skip),
-                          learning_rate={"lr": float(cfg["train"]["lr"]), "grid": cfg["train"]["lr_grid"],
-                                         "role": "chosen"})
+            record.update(status="skipped", reason=str(skip), learning_rate={
+                "lr": float(cfg["train"]["lr"]), "grid": lr_grid(cfg), "role": cell.role})
         else:
             record = run_cell(cell, data_cache[key], cell_cfg, device, run_dir, run_id, env, request,
                               reporter, dist)

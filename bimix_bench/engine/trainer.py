@@ -161,8 +161,9 @@ def train_model(
         loss_sum += loss.detach().float()  # stays on the device: no wait for the GPU here
         steps_summed += 1
         validating = (step + 1) % eval_every == 0 or step + 1 == total_steps
+        reading = validating or (step + 1) % LOG_EVERY == 0  # the host waits for the device only here
         info = StepInfo(step + 1, total_steps, last_loss, lr, 0.0)
-        if validating or (step + 1) % LOG_EVERY == 0:  # read the loss: the host waits here only
+        if reading:
             last_loss = info.loss = _read_mean_loss(loss_sum, steps_summed, step + 1, dist)
             loss_sum.zero_()
             steps_summed = 0
@@ -188,7 +189,7 @@ def train_model(
             if state_path is not None and is_main:
                 result.train_time_s = loop_time()
                 _save_training_state(state_path, model, optimizer, result, best_score)
-        if validating or (step + 1) % LOG_EVERY == 0:
+        if reading:
             window_tokens, window_start = 0, time.perf_counter()  # a new timing window
         if on_step:
             on_step(info)
