@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from bimix_bench.metrics.selection import reaches
 from bimix_bench.task import Anchor, Chance
 
 KEY = ["task", "subtask", "budget"]
@@ -121,14 +122,14 @@ def mark_chance(table: pd.DataFrame, records: list[dict], counts: dict[tuple, in
 
 def beats_chance(row: pd.Series, level: Chance, n_test: int | None) -> bool:
     mean = row["mean"]
-    if not _finite(mean):
+    if not finite_number(mean):
         return False
     higher_is_better = row["direction"] != "min"
     margin = (float(mean) - level.value) * (1.0 if higher_is_better else -1.0)
     perfect = 1.0 if higher_is_better else 0.0
     if margin < MIN_GAIN * abs(perfect - level.value):
         return False
-    if row["n_ok"] >= 2 and _finite(row["ci95"]):
+    if row["n_ok"] >= 2 and finite_number(row["ci95"]):
         reach = float(row["ci95"])
     elif row["metric"] in PROPORTIONS and n_test:
         p = min(max(float(mean), 0.0), 1.0)
@@ -160,7 +161,7 @@ def anchor_lines(records: list[dict], frame: pd.DataFrame) -> list[AnchorLine]:
                 values = tuple(float(v) for v in ok["metric_value"].dropna())
                 if mine.empty:
                     status = "not run"
-                elif values and all(_reaches(anchor, v) for v in values) and len(values) == len(mine):
+                elif values and all(reaches(anchor.metric, v, anchor.reproduced_at) for v in values) and len(values) == len(mine):
                     status = "reproduced"
                 else:
                     status = "not reproduced"
@@ -168,13 +169,6 @@ def anchor_lines(records: list[dict], frame: pd.DataFrame) -> list[AnchorLine]:
     return lines
 
 
-def _reaches(anchor: Anchor, value: float) -> bool:
-    from bimix_bench.metrics.selection import metric_direction
-
-    if metric_direction(anchor.metric) == "max":
-        return value >= anchor.reproduced_at
-    return value <= anchor.reproduced_at
-
-
-def _finite(value: Any) -> bool:
+def finite_number(value: Any) -> bool:
+    """A real, finite number (not a bool, None, NaN or inf)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from bimix_bench.results.comparison import KEY
 from bimix_bench.results.verdicts import PROPORTIONS, test_counts
+from bimix_bench.results.verdicts import finite_number as _finite
 
 
 SPEEDS = {"train_tokens_per_s": "train", "inference_tokens_per_s": "inference",
@@ -109,10 +110,6 @@ def _binomial_se(a: pd.Series, b: pd.Series, counts: dict[tuple, int]) -> float:
 
 def _ratio(mine, other) -> float:
     return float(mine) / float(other) if _finite(mine) and _finite(other) and other else math.nan
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # ---------------------------------------------------------------------------------------------
