@@ -34,8 +34,12 @@ class Batch:
     targets: torch.Tensor  # "classify": (B,) labels; "lm": (B, T) next ids, -100 = ignored
     lengths: torch.Tensor  # (B,) valid length of each row
 
-    def to(self, device: torch.device) -> "Batch":
-        return Batch(self.tokens.to(device), self.targets.to(device), self.lengths.to(device))
+    def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
+        return Batch(*(t.to(device, non_blocking=non_blocking)
+                       for t in (self.tokens, self.targets, self.lengths)))
+
+    def pin_memory(self) -> "Batch":  # called by DataLoader(pin_memory=True)
+        return Batch(self.tokens.pin_memory(), self.targets.pin_memory(), self.lengths.pin_memory())
 
     @property
     def n_tokens(self) -> int:  # tokens the model actually reads (padding excluded)
@@ -175,8 +179,9 @@ class TaskData:
         return "bits_per_byte"
 
     # --- batching ------------------------------------------------------------------------
-    def train_batches(self, batch_size: int, seed: int) -> Iterator[Batch]:
-        """Endless, seeded stream of training batches: identical for every model."""
+    def train_index_stream(self, batch_size: int, seed: int) -> Iterator[list[int]]:
+        """Endless, seeded stream of what each training batch holds (example indices, or window
+        starts in the token stream): identical for every model, and cheap to skip ahead in."""
         gen = torch.Generator().manual_seed(seed)
         if _by_index(self.objective, self.train):
             n = len(self.train)
@@ -186,14 +191,19 @@ class TaskData:
             while True:
                 order = torch.randperm(n, generator=gen).tolist()
                 for i in range(0, n - batch_size + 1, batch_size):
-                    yield self.train.batch(order[i : i + batch_size], self.context)
+                    yield order[i : i + batch_size]
         else:
             high = len(self.train.stream) - self.context - 1
             if high <= 0:
                 raise ValueError(f"{self.task}/{self.subtask}: training stream shorter than context")
             while True:
-                starts = torch.randint(0, high + 1, (batch_size,), generator=gen).tolist()
-                yield self.train.batch(starts, self.context)
+                yield torch.randint(0, high + 1, (batch_size,), generator=gen).tolist()
+
+    def train_batches(self, batch_size: int, seed: int) -> Iterator[Batch]:
+        """Endless, seeded stream of training batches, built in this process (the trainer
+        builds them ahead in workers: engine/batch_workers.py)."""
+        return (self.train.batch(indices, self.context)
+                for indices in self.train_index_stream(batch_size, seed))
 
     def eval_batches(self, split: str, batch_size: int, limit: int | None = None) -> Iterator[Batch]:
         """Deterministic batches covering a split (first `limit` examples / windows)."""

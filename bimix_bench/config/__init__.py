@@ -153,7 +153,7 @@ def check_train_section(train: dict[str, Any], where: str) -> None:
         raise UsageError(f"{where}: train.lr_grid must be a list of positive numbers, got {grid!r}")
     if len(set(grid)) != len(grid):
         raise UsageError(f"{where}: train.lr_grid repeats a rate: {grid!r}")
-    for key in ("epochs", "batch_sequences"):
+    for key in ("epochs", "batch_sequences", "data_workers"):
         value = train.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise UsageError(f"{where}: train.{key} must be an integer >= 0, got {value!r}")

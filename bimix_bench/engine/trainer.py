@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import torch
 
+from bimix_bench.engine.batch_workers import batches_of, skipped
 from bimix_bench.engine.device import autocast_factory
 from bimix_bench.engine.distributed import DistContext, shard
 from bimix_bench.engine.optim import build_optimizer, lr_at, set_lr
@@ -104,7 +105,6 @@ def train_model(
     eval_every = max(1, int(train_cfg.get("eval_every", total_steps)))
     autocast = autocast_factory(device, train_cfg.get("precision", "auto"))
     optimizer = build_optimizer(model, train_cfg)
-    batches = data.train_batches(batch_size_for(cfg, data.context), seed)
     forward = model
     if dist is not None:
         from torch.nn.parallel import DistributedDataParallel
@@ -122,8 +122,10 @@ def train_model(
     first_step = 0
     if state_path is not None and Path(state_path).exists():
         first_step, best_score = _load_training_state(state_path, model, optimizer, result, device)
-        for _ in range(first_step):  # the data stream is a pure function of the seed
-            next(batches)
+    # The data stream is a pure function of the seed: a resumed run skips the steps it trained.
+    index_stream = skipped(data.train_index_stream(batch_size_for(cfg, data.context), seed), first_step)
+    workers = data_workers(train_cfg, device)
+    batches = batches_of(data.train, data.context, index_stream, workers, pin_memory=workers > 0)
     window_tokens, window_start = 0, time.perf_counter()
     start = time.perf_counter()
 
@@ -136,7 +138,7 @@ def train_model(
     for step in range(first_step, total_steps):
         model.train()
         global_batch = next(batches)
-        batch = shard(global_batch, dist).to(device)
+        batch = shard(global_batch, dist).to(device, non_blocking=workers > 0)
         lr = lr_at(step, total_steps, train_cfg)
         set_lr(optimizer, lr)
         with autocast():
@@ -196,8 +198,15 @@ def train_model(
         if early_stop_at > 0 and ((step + 1) % eval_every == 0) and _agree(result.stopped_early, dist, device):
             result.stopped_early = True
             break
+    batches.close()  # stops the batch workers
     result.train_time_s = loop_time()
     return result
+
+
+def data_workers(train_cfg: dict[str, Any], device: torch.device) -> int:
+    """Processes that build training batches ahead: train.data_workers on a GPU; none on a CPU
+    device, where training itself uses every core."""
+    return int(train_cfg.get("data_workers", 0) or 0) if device.type == "cuda" else 0
 
 
 def _read_mean_loss(loss_sum: torch.Tensor, n: int, step: int, dist: DistContext | None) -> float:
