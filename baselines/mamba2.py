@@ -83,7 +83,7 @@ class Mamba2(RecurrentMixer):
         z, xbc, dt_raw = self.in_proj(x).split([di, di + 2 * N, H], dim=-1)
         xbc, history = self.short_conv(xbc, None if state is None else state.conv)
         if state is not None:
-            state.conv = history
+            state.conv.copy_(history)
         xs, b, c = xbc.split([di, N, N], dim=-1)  # (B,T,di), (B,T,N), (B,T,N)
         xs = xs.unflatten(-1, (H, P))  # (B, T, H, P)
         acc = torch.promote_types(x.dtype, torch.float32)  # decays in fp32 at least

@@ -20,8 +20,8 @@ from torch import nn
 
 from bimix_bench.errors import UsageError
 from bimix_bench.models.mixer import MixerConfig, TokenMixer, register_model
-from bimix_bench.ops.attention import KVCache, attention
-from bimix_bench.ops.rotary import DEFAULT_ROPE_BASE, apply_rope, rope_cos_sin
+from bimix_bench.ops.attention import REFERENCE_BACKEND, KVCache, attention, attention_over_cache
+from bimix_bench.ops.rotary import DEFAULT_ROPE_BASE, apply_rope, rope_at, rope_cos_sin
 
 BACKEND_CHOICES = ("auto", "sdpa", "reference")
 
@@ -76,13 +76,14 @@ class CausalSelfAttention(TokenMixer):
         # Residual-branch output scaled down with depth, like the backbone's MLP output.
         nn.init.normal_(self.out.weight, std=0.02 / math.sqrt(2 * self.cfg.n_layers))
 
-    def _project(self, x: torch.Tensor, start: int) -> tuple[torch.Tensor, ...]:
-        """x: (B, T, D) at absolute positions start .. start+T-1 -> q, k, v: (B, H, T, Dh),
-        q and k rotated."""
+    def _project(self, x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor] | None = None
+                 ) -> tuple[torch.Tensor, ...]:
+        """x: (B, T, D) -> q, k, v: (B, H, T, Dh), q and k rotated by `rotation` (cos, sin:
+        (T, Dh/2)), by default that of positions 0 .. T-1."""
         B, T, _ = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, Dh)
-        cos, sin = rope_cos_sin(start, T, self.head_dim, x.device, x.dtype, self.rope_base)
+        cos, sin = rotation or rope_cos_sin(0, T, self.head_dim, x.device, x.dtype, self.rope_base)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def _merge_heads(self, y: torch.Tensor) -> torch.Tensor:  # (B, H, T, Dh) -> (B, T, D)
@@ -99,7 +100,7 @@ class CausalSelfAttention(TokenMixer):
         return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
-        q, k, v = self._project(x, start=0)
+        q, k, v = self._project(x)
         return self._merge_heads(self._attend(q, k, v))
 
     # --- step-by-step generation -------------------------------------------------------
@@ -110,17 +111,21 @@ class CausalSelfAttention(TokenMixer):
 
     def prefill(self, x: torch.Tensor, max_len: int) -> tuple[torch.Tensor, KVCache]:
         """One parallel pass over the prompt x: (B, T, D) that also fills the cache."""
-        q, k, v = self._project(x, start=0)
+        q, k, v = self._project(x)
         state = self.init_decode_state(x.shape[0], max_len, x.device, x.dtype)
-        state.append(k, v)
+        state.fill(k, v)
         return self._merge_heads(self._attend(q, k, v)), state
 
     @property
     def decode_backend(self) -> str:  # type: ignore[override]
-        return f"kv-cache+{self.backend}"
+        return f"static-kv-cache+{'sdpa' if self.use_sdpa else REFERENCE_BACKEND}"
 
     def decode_step(self, x_t: torch.Tensor, state: KVCache) -> torch.Tensor:  # (B, D) -> (B, D)
-        q, k, v = self._project(x_t[:, None], start=state.length)  # each (B, H, 1, Dh)
-        k_all, v_all = state.append(k, v)  # each (B, H, length + 1, Dh)
-        y, _ = attention(q, k_all, v_all, causal=True, use_sdpa=self.use_sdpa)
+        """One token at the cache's position: shapes and addresses never change (attention
+        reads the whole cache under a mask), so a CUDA graph can capture the step."""
+        rotation = rope_at(state.length, state.max_len, self.head_dim, x_t.dtype, self.rope_base)
+        q, k, v = self._project(x_t[:, None], rotation)  # each (B, H, 1, Dh)
+        valid = state.write(k, v)  # (max_len,)
+        y = attention_over_cache(q, state.k, state.v, valid, self.use_sdpa)
+        state.advance()
         return self._merge_heads(y)[:, 0]

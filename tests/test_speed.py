@@ -68,7 +68,7 @@ def test_sweep_document_is_complete(doc):
                        zip(fig["calibration_seconds_samples"], fig["seconds_samples"])]
             assert rebuilt == pytest.approx(fig["ratio_samples"], rel=1e-3)
             assert fig["tokens_per_s"] > 0 and fig["calibration_calls"] >= 1
-            assert fig["backend"].replace("kv-cache+", "").startswith("sdpa") and "median of 3 rounds" in fig["method"]
+            assert fig["backend"].replace("static-kv-cache+", "").startswith("sdpa") and "median of 3 rounds" in fig["method"]
             assert "process CPU time" in fig["method"]
     assert doc["calibration"]["bulk"]["width"] == calibration_width(60_000, 2) == 64
     assert doc["calibration"]["steps"]["steps"] == 2
@@ -102,10 +102,10 @@ def test_decode_state_is_restored_before_every_call():
                       "lr": 1e-3}, decode_tokens=3)
     decode = cell.workloads["decode"]
     assert decode.units == 2 * 3  # two rows, three steps
-    for _ in range(3):  # the KV cache holds the prompt + 3 tokens + 1: fine after each restore
+    for _ in range(3):  # the static state holds the prompt + 3 tokens: fine after each restore
         decode.timed.setup()
         decode.timed.run()
-    with pytest.raises(ValueError, match="KV cache"):  # without the restore it would overflow
+    with pytest.raises(ValueError, match="decode state holds"):  # without the restore: overflow
         decode.timed.run()
 
 

@@ -56,4 +56,4 @@ def test_measured_figures_carry_the_backend_each_mode_ran(monkeypatch):
 def test_transformer_decode_backend_is_its_kv_cache_attention():
     spec = MODELS.get("transformer").obj
     model = LanguageModel(Architecture(32, 1, 2, 64, 16), spec, dict(spec.default_options))
-    assert model.mixers[0].decode_backend.startswith("kv-cache+")
+    assert model.mixers[0].decode_backend.startswith("static-kv-cache+")

@@ -14,12 +14,13 @@ from bimix_bench.models.tokenizer import VOCAB_SIZE
 from bimix_bench.ops import rotary
 from bimix_bench.ops.attention import (
     KVCache,
+    attention_over_cache,
     SdpaKernelChooser,
     attention_reference,
     attention_sdpa,
     causal_mask,
 )
-from bimix_bench.ops.rotary import apply_rope, rope_cos_sin
+from bimix_bench.ops.rotary import apply_rope, rope_at, rope_cos_sin
 from bimix_bench.registry import MODELS
 from tests.mixer_contract import (
     assert_causal,
@@ -119,6 +120,22 @@ def rotated_at(x: torch.Tensor, position: int) -> torch.Tensor:  # x: (Dh,) at o
     return apply_rope(x[None], cos, sin)[0]
 
 
+def test_rope_at_a_device_position_is_the_table_row():
+    for position in (0, 7, 300):
+        cos, sin = rope_at(torch.tensor([position]), 512, 8, torch.float32)
+        expected = rope_cos_sin(position, 1, 8, torch.device("cpu"), torch.float32)
+        torch.testing.assert_close((cos, sin), expected, atol=0, rtol=0)
+
+
+def test_masked_attention_over_a_static_cache_sdpa_equals_reference():
+    q, k, v = qkv((2, 4, 1, 8))[0], qkv((2, 4, 10, 8))[1], qkv((2, 4, 10, 8))[2]
+    valid = torch.arange(10) <= 6
+    fast = attention_over_cache(q, k, v, valid, use_sdpa=True)
+    reference = attention_over_cache(q, k, v, valid, use_sdpa=False)
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(reference, attention_reference(q, k[:, :, :7], v[:, :, :7]))
+
+
 def test_rope_scores_depend_only_on_relative_position():
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(2, 16, generator=g, dtype=torch.float64)
@@ -202,9 +219,9 @@ def test_decode_matches_forward(backend, n_prompt):
 def test_prefill_fills_cache_and_guards_its_size():
     mixer = make_mixer("sdpa")
     _, state = mixer.prefill(torch.randn(2, 5, 32), max_len=6)
-    assert isinstance(state, KVCache) and state.length == 5 and state.k.shape == (2, 4, 6, 8)
+    assert isinstance(state, KVCache) and int(state.length) == 5 and state.k.shape == (2, 4, 6, 8)
     mixer.decode_step(torch.randn(2, 32), state)
-    assert state.length == 6
+    assert int(state.length) == 6
     with pytest.raises(ValueError):
         mixer.decode_step(torch.randn(2, 32), state)
 

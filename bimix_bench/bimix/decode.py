@@ -3,7 +3,9 @@
 State per layer: the DCT branch's linear-attention state S (B, H, 2 K_d, P) with
 S <- rho S + k_t v_t^T and y = q_t^T S (q_t carries the band gates), a ring buffer of the last W
 values for the Chebyshev window, the short convolution's input history, and the position
-(for the DCT phases). Memory and time per token do not grow with the sequence.
+(for the DCT phases), held on the device. Memory and time per token do not grow with the
+sequence, and a step updates the state in place with the same shapes every time: no position
+passes through the host, so a CUDA graph can capture the step.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class BiMixDecodeState:
     conv_history: torch.Tensor  # (B, conv_width - 1, D) inputs of the short convolution
     dct_state: torch.Tensor | None  # (B, H, 2 K_d, P), fp32 (fp64 for fp64)
     ring: torch.Tensor | None  # (B, W, H, P) values v; position s lives in slot s % W
-    position: int  # tokens consumed so far
+    position: torch.Tensor  # (1,) int64 on the device: tokens consumed so far
 
 
 def empty_state(
@@ -42,7 +44,7 @@ def empty_state(
     if "cheb" in spec.branches:
         H = spec.cheb_amplitude.shape[0]
         ring = torch.zeros(batch, spec.window, H, head_dim, device=device, dtype=cd)
-    return BiMixDecodeState(conv_history, dct_state, ring, 0)
+    return BiMixDecodeState(conv_history, dct_state, ring, torch.zeros(1, device=device, dtype=torch.long))
 
 
 def state_after_prefix(
@@ -58,11 +60,11 @@ def state_after_prefix(
         _, k = dct_query_key_features(positions, spec.dct_amplitude.shape[1], spec.horizon, cd)
         age = (T - 1 - positions).to(cd)  # decays rho^(T-1-s) to the last position
         weight = torch.exp(spec.log_rho.to(cd)[:, None] * age[None, :])  # (H, T)
-        state.dct_state = torch.einsum("hs,sk,bshp->bhkp", weight, k, v32)
+        state.dct_state.copy_(torch.einsum("hs,sk,bshp->bhkp", weight, k, v32))
     if state.ring is not None:
         keep = positions[max(0, T - spec.window):]
         state.ring[:, keep % spec.window] = v32[:, keep]
-    state.position = T
+    state.position.fill_(T)
     return state
 
 
@@ -77,24 +79,23 @@ def decode_core(
     cd = compute_dtype(v_t.dtype)
     v32 = v_t.to(cd)
     out = torch.zeros(B, H, P, device=v_t.device, dtype=cd)
-    # A fill on the device: torch.tensor([position], device=cuda) would be a blocking host copy,
-    # one wait for the GPU per layer and token.
-    pos = torch.full((1,), state.position, device=v_t.device, dtype=torch.long)
+    pos = state.position  # (1,), on the device: no host copy, no wait for the GPU
     if state.dct_state is not None:
         g = spec.branch_gates(gates, "dct")[:, None]  # (B|1, 1, H, NB)
         q, k = gated_dct_queries_keys(pos, g, spec.dct_amplitude, spec.horizon, cd)
         q_t = q[:, 0].expand(B, H, q.shape[-1])
         k_t = k.expand(B, H, k.shape[-1])
-        y, state.dct_state = recurrent_step(state.dct_state, q_t, k_t, v32, spec.log_rho, 1.0)
+        y, dct_state = recurrent_step(state.dct_state, q_t, k_t, v32, spec.log_rho, 1.0)
+        state.dct_state.copy_(dct_state)
         out = out + y
     if state.ring is not None:
         W = spec.window
-        state.ring[:, state.position % W] = v32
-        slots = (state.position - torch.arange(W, device=v_t.device)) % W  # lag tau -> slot
+        state.ring.index_copy_(1, pos % W, v32[:, None])
+        slots = (pos - torch.arange(W, device=v_t.device)) % W  # lag tau -> slot
         window = state.ring[:, slots]  # (B, W, H, P), zeros where no token was ever written
         kernels = spec.cheb_kernels().to(cd)  # (H, NB, W)
         g = spec.branch_gates(gates, "cheb").to(cd)  # (B|1, H, NB)
         effective = torch.einsum("bhn,hnw->bhw", g, kernels)
         out = out + torch.einsum("bhw,bwhp->bhp", effective, window)
-    state.position += 1
+    state.position.add_(1)
     return out.to(v_t.dtype)

@@ -255,7 +255,8 @@ class BiMixMixer(TokenMixer):
 
     def decode_step(self, x_t: torch.Tensor, state: BiMixDecodeState) -> torch.Tensor:
         B, D = x_t.shape
-        v, z, state.conv_history = self._project(x_t[:, None], state.conv_history)
+        v, z, history = self._project(x_t[:, None], state.conv_history)
+        state.conv_history.copy_(history)  # in place: the state keeps its address (CUDA graphs)
         gates = self.gates(x_t[:, None])[:, 0]  # (B|1, H, R, NB)
         mixed = decode_core(self.spectral(), gates, v[:, 0], state)  # (B, H, P)
         return self.out_proj((F.silu(z[:, 0]) * mixed).reshape(B, D))

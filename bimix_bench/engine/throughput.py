@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -28,12 +29,67 @@ from bimix_bench.models.backbone import LanguageModel
 from bimix_bench.task import TaskData, sequence_loss
 
 
-def timed_median(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> float:
-    """Median wall time of `fn` in seconds over `repeats` synchronized runs after warm-up."""
+def timed_median(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int,
+                 setup: Callable[[], Any] | None = None) -> float:
+    """Median wall time of `fn` in seconds over `repeats` synchronized runs after warm-up;
+    `setup`, when given, runs untimed before every call."""
+    def timed() -> float:
+        if setup is not None:
+            setup()
+        return time_call(fn, device)
+
     for _ in range(warmup):
+        if setup is not None:
+            setup()
         fn()
     synchronize(device)
-    return statistics.median(time_call(fn, device) for _ in range(repeats))
+    return statistics.median(timed() for _ in range(repeats))
+
+
+@dataclass
+class DecodeWorkload:
+    """The one definition of decode speed (run records, `speed`, `check`): `n_new` greedy steps
+    after a prompt of the row's first T - 1 tokens, through a StaticDecoder (a CUDA graph per
+    step on a GPU, eager elsewhere). `restore` (untimed) puts the state after the prompt back
+    before every timed call, so every call decodes at the same context."""
+
+    run: Callable[[], None]
+    restore: Callable[[], None]
+    units: int  # tokens one call generates (rows x n_new)
+    mode: str  # "cuda-graph" or "eager"
+    prompt_len: int
+    n_new: int
+    rows: int
+
+    def describe(self) -> str:
+        return (f"{self.n_new} greedy decode steps ({self.mode}) after a {self.prompt_len}-token "
+                f"prompt, state restored per call")
+
+
+def decode_workload(model: LanguageModel, tokens: torch.Tensor, n_new: int,
+                    autocast: Callable[[], Any], use_graph: bool | None = None
+                    ) -> DecodeWorkload | str:
+    """The decode workload for rows `tokens` (B, T), or why there is none."""
+    if n_new <= 0:
+        return "decode_tokens is 0"
+    from bimix_bench.models.static_decode import StaticDecoder
+
+    rows, context = tokens.shape
+    prompt = tokens[:, :-1] if context > 1 else tokens  # (B, T - 1)
+    decoder = StaticDecoder(model, prompt.shape[1] + n_new, autocast, use_graph)
+    try:
+        decoder.prefill(prompt)
+    except NotImplementedError as err:
+        return f"no decode path: {err}"
+    after_prompt = decoder.save()
+
+    def steps() -> None:
+        token = tokens[:, -1]  # (B,)
+        for _ in range(n_new):
+            token = decoder.step(token).argmax(-1)
+
+    return DecodeWorkload(steps, lambda: decoder.restore(after_prompt), rows * n_new,
+                          decoder.mode, prompt.shape[1], n_new, rows)
 
 
 def time_call(fn: Callable[[], Any], device: torch.device, cuda_events: bool = False) -> float:
@@ -164,35 +220,16 @@ def backend_label(model: LanguageModel, attr: str = "backend") -> str:
 
 
 def measure_decode(model, tokens, cfg, device, autocast) -> dict[str, Any] | None:
-    """Greedy generation speed after a prompt of the full context: tokens/s of decode steps."""
+    """Greedy generation speed after a prompt of the full context (DecodeWorkload)."""
     n_new = int(cfg["throughput"]["decode_tokens"])  # the budget's (config checks it is >= 0)
-    if n_new <= 0:
-        return None
     warmup, repeats = int(cfg["throughput"]["warmup"]), int(cfg["throughput"]["repeats"])
-    prompt = tokens[:, :-1] if tokens.shape[1] > 1 else tokens
-    try:
-        with torch.no_grad(), autocast():
-            _, states = model.prefill(prompt, max_len=prompt.shape[1] + n_new * (warmup + repeats) + 1)
-    except NotImplementedError:
+    work = decode_workload(model, tokens, n_new, autocast)
+    if isinstance(work, str):
         return None
-    next_token = tokens[:, -1]
-
-    def steps() -> None:
-        nonlocal next_token
-        with torch.no_grad(), autocast():
-            for _ in range(n_new):
-                logits = model.decode_step(next_token, states)
-                next_token = logits.argmax(-1)
-
-    seconds = timed_median(steps, device, warmup, repeats)
-    B = tokens.shape[0]
+    seconds = timed_median(work.run, device, max(1, warmup), repeats, setup=work.restore)
     return {
-        "value": B * n_new / seconds,
-        "method": _describe(
-            device, warmup, repeats,
-            f"{n_new} greedy decode steps after a {prompt.shape[1]}-token prompt (state grows with repeats)",
-            f"({B},)",
-        ),
+        "value": work.units / seconds,
+        "method": _describe(device, warmup, repeats, work.describe(), f"({work.rows},)"),
         "backend": backend_label(model, "decode_backend"),
     }
 

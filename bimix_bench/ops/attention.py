@@ -135,13 +135,30 @@ def attention(
     return attention_reference(q, k, v, causal), REFERENCE_BACKEND
 
 
+def attention_over_cache(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor, use_sdpa: bool
+) -> torch.Tensor:
+    """One decode step over a cache of fixed size: q (B, H, 1, Dh) attends to the keys where
+    `valid` (max_len,) bool is True; k, v (B, H, max_len, Dh). The shapes never change with
+    the position, which is what lets a CUDA graph capture the step once."""
+    if use_sdpa:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=valid[None, None, None, :])
+    compute = torch.promote_types(q.dtype, torch.float32)
+    scores = q.to(compute) @ k.to(compute).transpose(-2, -1) / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill(~valid, float("-inf"))  # (B, H, 1, max_len)
+    return (scores.softmax(dim=-1) @ v.to(compute)).to(q.dtype)
+
+
 @dataclass
 class KVCache:
-    """Keys and values of the positions seen so far, preallocated to max_len."""
+    """Keys and values of the positions seen so far, preallocated to max_len. Every decode
+    step writes in place at the position held on the device (`length`), so the cache's tensors
+    keep their shapes and addresses from step to step."""
 
     k: torch.Tensor  # (B, H, max_len, Dh)
     v: torch.Tensor  # (B, H, max_len, Dh)
-    length: int = 0  # positions filled; the next token's absolute position
+    length: torch.Tensor  # (1,) int64 on the cache's device: positions filled = next position
+    filled: int = 0  # the same count on the host, kept for the size check of eager steps
 
     @classmethod
     def empty(
@@ -157,19 +174,33 @@ class KVCache:
         return cls(
             torch.zeros(shape, device=device, dtype=dtype),
             torch.zeros(shape, device=device, dtype=dtype),
+            torch.zeros(1, device=device, dtype=torch.long),
         )
 
     @property
     def max_len(self) -> int:
         return self.k.shape[2]
 
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v: (B, H, T, Dh) at the next T positions; return views of everything
-        stored so far: (B, H, length, Dh) each."""
-        start, end = self.length, self.length + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(f"KV cache holds {self.max_len} positions; {end} were asked for")
-        self.k[:, :, start:end] = k
-        self.v[:, :, start:end] = v
-        self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]
+    def fill(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """The prompt's keys and values, k, v: (B, H, T, Dh), at positions 0 .. T-1."""
+        T = k.shape[2]
+        if T > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions; {T} were asked for")
+        self.k[:, :, :T] = k
+        self.v[:, :, :T] = v
+        self.length.fill_(T)
+        self.filled = T
+
+    def write(self, k_t: torch.Tensor, v_t: torch.Tensor) -> torch.Tensor:
+        """Store one token's k_t, v_t: (B, H, 1, Dh) at position `length`; returns the
+        (max_len,) bool mask of the positions a query at that position sees. Call advance()
+        after attending."""
+        if self.filled >= self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions; {self.filled + 1} were asked for")
+        self.k.index_copy_(2, self.length, k_t.to(self.k.dtype))
+        self.v.index_copy_(2, self.length, v_t.to(self.v.dtype))
+        return torch.arange(self.max_len, device=self.k.device) <= self.length
+
+    def advance(self) -> None:
+        self.length.add_(1)
+        self.filled += 1

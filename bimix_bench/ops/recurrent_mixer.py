@@ -46,6 +46,8 @@ class Recurrence:
 
 @dataclass
 class RecurrentDecodeState:
+    """Constant-size decode state, updated in place (its tensors keep their addresses)."""
+
     ssm: torch.Tensor  # (B, H, K, V), fp32 (fp64 for an fp64 model)
     conv: torch.Tensor | None = None  # (B, W-1, C): short-conv input history, if any
 
@@ -66,7 +68,7 @@ class RecurrentMixer(TokenMixer):
     # --- hooks for subclasses --------------------------------------------------------------
     def recurrence(self, x: torch.Tensor, state: RecurrentDecodeState | None) -> Recurrence:
         """x (B, T, D) -> the recurrence's inputs. With a state, continue from it (and update
-        its conv history in place)."""
+        its conv history in place: `state.conv.copy_(...)`, never a new tensor)."""
         raise NotImplementedError
 
     def finish(self, o: torch.Tensor, rec: Recurrence) -> torch.Tensor:
@@ -109,9 +111,8 @@ class RecurrentMixer(TokenMixer):
         rec = self.recurrence(x_t[:, None], state)  # T = 1
         g = rec.log_decay
         g_t = g if g is None or g.dim() == 1 else g[:, 0]  # (H,), (B, H) or (B, H, K)
-        o_t, state.ssm = recurrent_step(
-            state.ssm, rec.q[:, 0], rec.k[:, 0], rec.v[:, 0], g_t, rec.scale
-        )
+        o_t, ssm = recurrent_step(state.ssm, rec.q[:, 0], rec.k[:, 0], rec.v[:, 0], g_t, rec.scale)
+        state.ssm.copy_(ssm)  # in place: the state keeps its address (CUDA graphs)
         return self.finish(o_t[:, None], rec)[:, 0]  # (B, D)
 
     def _parallel(self, x: torch.Tensor, state: RecurrentDecodeState | None) -> torch.Tensor:
@@ -120,7 +121,7 @@ class RecurrentMixer(TokenMixer):
         h0 = None if state is None else state.ssm
         o, final = self.run_recurrence(rec, backend, h0, want_state=state is not None)
         if state is not None:
-            state.ssm = final.to(state.ssm.dtype)
+            state.ssm.copy_(final)
         return self.finish(o, rec)
 
     # --- backends --------------------------------------------------------------------------

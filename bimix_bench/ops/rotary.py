@@ -71,6 +71,20 @@ def rope_cos_sin(
     return cos[start:end], sin[start:end]
 
 
+def rope_at(
+    position: torch.Tensor,
+    max_len: int,
+    head_dim: int,
+    dtype: torch.dtype,
+    base: float = DEFAULT_ROPE_BASE,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (1, Dh/2) for the position held on the device, position (1,) int64 < max_len:
+    read from the table by index, so no position value passes through the host."""
+    bucket = max(_MIN_TABLE_LENGTH, 1 << max(0, max_len - 1).bit_length())
+    cos, sin = _rope_table(bucket, head_dim, float(base), position.device, _table_dtype(dtype))
+    return cos.index_select(0, position), sin.index_select(0, position)
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x: (..., T, Dh) by cos, sin: (T, Dh/2). Computed in the tables' precision,
     returned in x's dtype."""

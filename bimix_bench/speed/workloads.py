@@ -4,9 +4,9 @@ All three read full-length rows of seeded random bytes (B = tokens_per_batch // 
 tokens), so every model processes exactly the same tokens and no padding flatters anyone.
   forward  no-grad forward of the (B, T) batch
   train    forward + backward + AdamW step on a copy of the model (budget's optimizer settings)
-  decode   `decode_tokens` greedy steps after a (T - 1)-token prompt; the decode state after the
-           prompt is restored (untimed) before every timed call, so every call decodes at the
-           same context instead of a context that grows with the repeats
+  decode   `decode_tokens` greedy steps after a (T - 1)-token prompt, the definition records
+           use too (engine.throughput.DecodeWorkload): static decode state, a CUDA graph per
+           step on a GPU, the state after the prompt restored (untimed) before every call
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from bimix_bench.engine.throughput import backend_label, make_train_step
+from bimix_bench.engine.throughput import backend_label, decode_workload, make_train_step
 from bimix_bench.models.backbone import LanguageModel
 from bimix_bench.speed.timing import Timed
 from bimix_bench.task import Batch
@@ -28,7 +28,7 @@ CALIBRATION_OF = {"forward": "bulk", "train": "bulk", "decode": "steps"}
 METHOD = {
     "forward": "no-grad forward of full-length rows",
     "train": "fwd+bwd+AdamW step of full-length rows",
-    "decode": "greedy decode steps after a prompt of the full context, state restored per call",
+    "decode": "greedy decode steps after a prompt of the full context (static state; CUDA graph on a GPU), state restored per call",
 }
 
 
@@ -100,29 +100,12 @@ def build_cell(model: LanguageModel, context: int, tokens_per_batch: int, kinds:
 
 def _decode_workload(model: LanguageModel, tokens: torch.Tensor, n_new: int,
                      autocast: Callable[[], Any], slowdown: float) -> Workload | str:
-    """The decode workload, or the reason there is none."""
-    if n_new <= 0:
-        return "decode_tokens is 0"
-    rows, context = tokens.shape
-    prompt = tokens[:, :-1] if context > 1 else tokens  # (B, T - 1)
-    try:
-        with torch.no_grad(), autocast():
-            _, after_prompt = model.prefill(prompt, max_len=prompt.shape[1] + n_new + 1)
-    except NotImplementedError as err:
-        return f"no decode path: {err}"
-    states: list[Any] = []
-
-    def restore() -> None:
-        states[:] = copy.deepcopy(after_prompt)
-
-    @torch.no_grad()
-    def steps() -> None:
-        token = tokens[:, -1]  # (B,)
-        with autocast():
-            for _ in range(n_new):
-                token = model.decode_step(token, states).argmax(-1)
-
-    restore()
-    steps()
-    return Workload("decode", Timed(steps, setup=restore, slowdown=slowdown), rows * n_new,
-                    backend_label(model, "decode_backend"), f"({rows},) x {n_new} steps after {prompt.shape[1]} tokens")
+    """The decode workload (engine.throughput.DecodeWorkload), or the reason there is none."""
+    work = decode_workload(model, tokens, n_new, autocast)
+    if isinstance(work, str):
+        return work
+    work.restore()
+    work.run()  # the first warm-up call (on a GPU it also captures the graph)
+    return Workload("decode", Timed(work.run, setup=work.restore, slowdown=slowdown), work.units,
+                    backend_label(model, "decode_backend"),
+                    f"({work.rows},) x {n_new} steps ({work.mode}) after {work.prompt_len} tokens")

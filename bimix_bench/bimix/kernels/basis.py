@@ -22,7 +22,10 @@ def band_index(n_index: int, n_bands: int, device: torch.device | None = None) -
 
 def band_one_hot(n_index: int, n_bands: int, dtype: torch.dtype, device=None) -> torch.Tensor:
     """(n_index, n_bands) 0/1 matrix; summing per-index terms into bands is a matmul with it."""
-    return torch.nn.functional.one_hot(band_index(n_index, n_bands, device), n_bands).to(dtype)
+    # A comparison, not F.one_hot: one_hot reads the largest index back to the host to check
+    # it, a wait for the GPU in every decode step (and a failure under CUDA graph capture).
+    bands = torch.arange(n_bands, device=device)
+    return (band_index(n_index, n_bands, device)[:, None] == bands[None, :]).to(dtype)
 
 
 def _angle_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -1,0 +1,124 @@
+"""Static decoding, for every registered model: the decoded logits equal the parallel forward's,
+every state tensor keeps its shape and address from step to step (what CUDA graph capture
+needs), and no decode step reads a value back to the host. On a GPU: replaying the captured
+graph gives the eager step's logits."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from bimix_bench.models.backbone import Architecture, LanguageModel
+from bimix_bench.models.static_decode import StaticDecoder, state_tensors
+from bimix_bench.registry import MODELS
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+# Ops that copy a device value to the host (each a wait for the GPU, and forbidden in capture),
+# or whose output shape depends on tensor values.
+HOST_READS = ("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.unique")
+
+
+class NoHostReads(TorchDispatchMode):
+    """Fails on any op that reads a tensor value back to the host."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        if any(name == bad for bad in HOST_READS):
+            raise AssertionError(f"{name} inside a decode step: a host read")
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def no_host_reads():
+    """NoHostReads, plus the host copies that bypass dispatch (tolist, numpy)."""
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("tolist()/numpy() inside a decode step: a host read")
+
+    saved = torch.Tensor.tolist, torch.Tensor.numpy
+    torch.Tensor.tolist = torch.Tensor.numpy = refuse
+    try:
+        with NoHostReads():
+            yield
+    finally:
+        torch.Tensor.tolist, torch.Tensor.numpy = saved
+
+
+def tiny_model(name: str, device: str = "cpu") -> LanguageModel:
+    spec = MODELS.get(name).obj
+    step = math.lcm(4, spec.width_multiple)
+    width = step * -(-32 // step)
+    torch.manual_seed(0)
+    model = LanguageModel(Architecture(width, 2, 2, 2 * width, 64, "lm", 0, vocab_size=97), spec,
+                          dict(spec.default_options))
+    return model.to(device).eval()
+
+
+def decode_against_forward(model: LanguageModel, tokens: torch.Tensor, n_prompt: int,
+                           use_graph: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
+    decoder = StaticDecoder(model, max_len=tokens.shape[1], autocast=contextlib.nullcontext,
+                            use_graph=use_graph)
+    stepped = [decoder.prefill(tokens[:, :n_prompt])]
+    for t in range(n_prompt, tokens.shape[1] - 1):
+        stepped.append(decoder.step(tokens[:, t]).clone())
+    with torch.no_grad():
+        full = model(tokens)  # (B, T, V)
+    return stepped, full[:, n_prompt - 1 : -1]
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_static_decode_equals_the_parallel_forward(name):
+    model = tiny_model(name)
+    tokens = torch.randint(0, 97, (2, 20), generator=torch.Generator().manual_seed(1))
+    stepped, expected = decode_against_forward(model, tokens, 7, use_graph=False)
+    torch.testing.assert_close(torch.stack(stepped, dim=1), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_decode_steps_keep_shapes_and_addresses_and_read_nothing_back(name):
+    model = tiny_model(name)
+    tokens = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(2))
+    decoder = StaticDecoder(model, max_len=16, autocast=contextlib.nullcontext, use_graph=False)
+    decoder.prefill(tokens[:, :5])
+    layout = [(t.data_ptr(), t.shape, t.dtype) for t in state_tensors(decoder.states)]
+    assert layout, "a decode state with no tensors"
+    with no_host_reads():
+        for t in range(5, 12):
+            decoder.step(tokens[:, t])
+    assert [(t.data_ptr(), t.shape, t.dtype) for t in state_tensors(decoder.states)] == layout
+    decoder.prefill(tokens[:, :3])  # a new prompt lands in the same tensors
+    assert [(t.data_ptr(), t.shape, t.dtype) for t in state_tensors(decoder.states)] == layout
+
+
+def test_the_guard_catches_a_host_read():
+    x = torch.arange(3)
+    with pytest.raises(AssertionError), no_host_reads():
+        x[0].item()
+    with pytest.raises(AssertionError), no_host_reads():
+        x.tolist()
+
+
+def test_a_full_state_refuses_another_step():
+    model = tiny_model("transformer")
+    decoder = StaticDecoder(model, max_len=6, autocast=contextlib.nullcontext, use_graph=False)
+    tokens = torch.randint(0, 97, (1, 6))
+    decoder.prefill(tokens[:, :5])
+    decoder.step(tokens[:, 5])
+    with pytest.raises(ValueError, match="holds 6 positions"):
+        decoder.step(tokens[:, 5])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", MODELS.names())
+def test_cuda_graph_replay_equals_eager_gpu(name):
+    model = tiny_model(name, "cuda")
+    tokens = torch.randint(0, 97, (2, 24), device="cuda", generator=torch.Generator("cuda").manual_seed(3))
+    graphed, expected = decode_against_forward(model, tokens, 9, use_graph=True)
+    eager, _ = decode_against_forward(model, tokens, 9, use_graph=False)
+    torch.testing.assert_close(torch.stack(graphed, 1), torch.stack(eager, 1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.stack(graphed, 1), expected, atol=2e-3, rtol=2e-3)
