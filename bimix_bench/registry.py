@@ -24,6 +24,7 @@ BUILTIN_MODELS = (
     "bimix_bench.baselines.mamba2",
     "bimix_bench.baselines.linear_attention",
     "bimix_bench.baselines.gla",
+    "bimix_bench.baselines.multistate",
 )
 BUILTIN_TASKS = (
     "bimix_bench.tasks.lra",

@@ -1,0 +1,164 @@
+"""Recurrences over several past states ("multistate"): a gated linear-attention state that
+reads several earlier states at the offsets of a pattern, after "Trading Complexity for
+Expressivity Through Structured Generalized Linear Token Mixing" (Fagnou, Caillon, Delattre,
+Allauzen; ICML 2026, arXiv 2605.31367). Only the abstract is public; the parameterisation below
+is this project's (docs/multistate.md says what was chosen and why).
+
+    q, k, v = conv4(W_qkv x) split       (B, T, H, K), K = D / (2H); (B, T, H, V), V = D / H
+    gamma_t = exp(logsigmoid(w_g x_t + b_g) / tau)           (B, T, H) in (0, 1): total weight
+    pi_t    = softmax_j(W_p x_t)                             (B, T, H, J): how it is spread
+    beta    = gamma_t pi_t     (beta >= 0, sum_j beta_{t,j} = gamma_t < 1: stable)
+    S_t     = sum_j beta_{t,j} S_{t - o_j} + k_t v_t^T,      o_t = K^-1/2 q_t^T S_t
+    y       = W_o (RMSNorm_head(o) * silu(W_r x))
+
+Offsets: pattern "pow2" (1, 2, 4, ...) or "sqrt" (1, 2, 5, 10, ...: j^2 + 1), every offset
+below the training context (so J is about log2 T or sqrt T). Backends: "parallel" (the exact
+structured-operator form; ops/multistate.py says its cost), "reference" (the recurrence token
+by token); "auto" = parallel. Decoding keeps the states of the last o_max positions in a ring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bimix_bench.errors import UsageError
+from bimix_bench.models.mixer import MixerConfig, TokenMixer, register_model
+from bimix_bench.ops.group_rmsnorm import GroupRMSNorm
+from bimix_bench.ops.multistate import (
+    PATTERNS,
+    multistate_parallel,
+    multistate_recurrent,
+    multistate_step,
+    pattern_offsets,
+    ring_size,
+)
+from bimix_bench.ops.recurrent_mixer import INIT_STD
+from bimix_bench.ops.short_conv import ShortCausalConv
+
+BACKENDS = {"auto": multistate_parallel, "parallel": multistate_parallel,
+            "reference": multistate_recurrent}
+_REASONS = {"auto": "backend=auto: the exact parallel form (triangular solve)",
+            "parallel": "backend=parallel requested", "reference": "backend=reference requested"}
+
+
+@dataclass
+class MultistateDecodeState:
+    ring: torch.Tensor  # (B, R, H, K, V): S_s at slot s mod R, R = the largest offset
+    conv: torch.Tensor  # (B, W - 1, C): the short convolution's input history
+    position: torch.Tensor  # (1,) int64 on the device: tokens consumed so far
+
+
+@register_model(
+    "multistate",
+    "linear attention over several past states at pow2 / sqrt offsets (structured mixing)",
+    options={"backend": "auto", "pattern": "pow2", "gate_temperature": 8.0, "conv_width": 4},
+)
+class MultistateAttention(TokenMixer):
+    def __init__(self, cfg: MixerConfig):
+        super().__init__(cfg)
+        D, H = cfg.d_model, cfg.n_heads
+        if D % (2 * H):
+            raise ValueError(f"d_model {D} is not divisible by 2 * n_heads = {2 * H}")
+        opts = cfg.options
+        choice, pattern = str(opts.get("backend", "auto")), str(opts.get("pattern", "pow2"))
+        if choice not in BACKENDS:
+            raise UsageError(f"models.multistate.backend={choice!r}; valid: {', '.join(BACKENDS)}")
+        if pattern not in PATTERNS:
+            raise UsageError(f"models.multistate.pattern={pattern!r}; valid: {', '.join(PATTERNS)}")
+        self.path = BACKENDS[choice]
+        self.backend = "torch-parallel" if self.path is multistate_parallel else "torch-reference"
+        self.backend_reason = _REASONS[choice]
+        self.offsets = pattern_offsets(pattern, cfg.max_seq_len)
+        self.pattern = pattern
+        self.n_heads, self.key_dim, self.value_dim = H, D // (2 * H), D // H
+        self.temperature = float(opts.get("gate_temperature", 8.0))
+        J = len(self.offsets)
+        self.qkv = nn.Linear(D, D // 2 + D // 2 + D, bias=False)
+        self.short_conv = ShortCausalConv(2 * D, int(opts.get("conv_width", 4)))
+        self.mixing = nn.Linear(D, H + H * J, bias=True)  # gamma logits (H), spread logits (H J)
+        self.gate = nn.Linear(D, D, bias=False)
+        self.norm = GroupRMSNorm(D, self.value_dim, norm_before_gate=True)
+        self.out = nn.Linear(D, D, bias=False)
+        for layer in (self.qkv, self.mixing, self.gate):
+            nn.init.normal_(layer.weight, std=INIT_STD)
+        nn.init.zeros_(self.mixing.bias)
+        nn.init.normal_(self.out.weight, std=INIT_STD / (2 * cfg.n_layers) ** 0.5)
+
+    @property
+    def decode_backend(self) -> str:  # type: ignore[override]
+        return f"torch-step (ring of {ring_size(self.offsets)} states)"
+
+    def _inputs(self, x: torch.Tensor, history: torch.Tensor | None):
+        """x (B, T, D) -> q, k (B, T, H, K), v (B, T, H, V), beta (B, T, H, J), output gate
+        (B, T, D) and the convolution's new history."""
+        D, H, J = self.cfg.d_model, self.n_heads, len(self.offsets)
+        qkv, history = self.short_conv(self.qkv(x), history)
+        q, k, v = qkv.split([D // 2, D // 2, D], dim=-1)
+        acc = torch.promote_types(x.dtype, torch.float32)
+        mix = self.mixing(x).to(acc)
+        gamma = torch.exp(F.logsigmoid(mix[..., :H]) / self.temperature)  # (B, T, H) in (0, 1)
+        spread = mix[..., H:].unflatten(-1, (H, J)).softmax(-1)  # (B, T, H, J)
+        beta = gamma[..., None] * spread
+        heads = lambda t, w: t.unflatten(-1, (H, w))  # noqa: E731  (B, T, H*w) -> (B, T, H, w)
+        return (heads(q, self.key_dim), heads(k, self.key_dim), heads(v, self.value_dim), beta,
+                self.gate(x), history)
+
+    def _finish(self, o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        return self.out(self.norm(o.flatten(-2), gate))  # (B, T, H, V) -> (B, T, D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
+        q, k, v, beta, gate, _ = self._inputs(x, None)
+        o = self.path(q, k, v, beta, self.offsets, self.key_dim**-0.5)
+        return self._finish(o, gate)
+
+    # --- decoding ------------------------------------------------------------------------
+    def init_decode_state(self, batch_size: int, max_len: int, device: torch.device,
+                          dtype: torch.dtype) -> MultistateDecodeState:
+        acc = torch.promote_types(dtype, torch.float32)
+        ring = torch.zeros(batch_size, ring_size(self.offsets), self.n_heads, self.key_dim,
+                           self.value_dim, device=device, dtype=acc)
+        conv = self.short_conv.empty_history(batch_size, device, dtype)
+        return MultistateDecodeState(ring, conv, torch.zeros(1, device=device, dtype=torch.long))
+
+    def prefill(self, x: torch.Tensor, max_len: int) -> tuple[torch.Tensor, MultistateDecodeState]:
+        """The parallel forward, then the states of the prompt's last R positions into the ring
+        (computed by the recurrence's own definition from the prompt's states)."""
+        q, k, v, beta, gate, history = self._inputs(x, None)
+        y = self._finish(self.path(q, k, v, beta, self.offsets, self.key_dim**-0.5), gate)
+        state = self.init_decode_state(x.shape[0], max_len, x.device, x.dtype)
+        state.conv.copy_(history)
+        T, R = x.shape[1], state.ring.shape[1]
+        for t, s in _states(k, v, beta, self.offsets, keep_from=max(0, T - R)):
+            state.ring[:, t % R] = s
+        state.position.fill_(T)
+        return y, state
+
+    def decode_step(self, x_t: torch.Tensor, state: MultistateDecodeState) -> torch.Tensor:
+        q, k, v, beta, gate, history = self._inputs(x_t[:, None], state.conv)
+        state.conv.copy_(history)
+        o_t = multistate_step(state.ring, state.position, q[:, 0], k[:, 0], v[:, 0], beta[:, 0],
+                              self.offsets, self.key_dim**-0.5)
+        state.position.add_(1)
+        return self._finish(o_t[:, None], gate)[:, 0]
+
+
+def _states(k, v, beta, offsets, keep_from: int):
+    """(t, S_t (B, H, K, V)) for t >= keep_from, by the recurrence (states before keep_from are
+    computed and dropped once no later offset reaches them)."""
+    acc = torch.promote_types(k.dtype, torch.float32)
+    k, v, beta = k.to(acc), v.to(acc), beta.to(acc)
+    reach = max(offsets)
+    kept: dict[int, torch.Tensor] = {}
+    for t in range(k.shape[1]):
+        s = k[:, t, :, :, None] * v[:, t, :, None, :]
+        for j, o in enumerate(offsets):
+            if t - o >= 0:
+                s = s + beta[:, t, :, j, None, None] * kept[t - o]
+        kept[t] = s
+        kept.pop(t - reach, None)
+        if t >= keep_from:
+            yield t, s

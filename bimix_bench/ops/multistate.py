@@ -1,0 +1,109 @@
+"""Linear-attention recurrences over several past states at structured offsets.
+
+    S_t = sum_j beta[t, j] S_{t - o_j} + k_t v_t^T       (terms with t - o_j < 0 left out)
+    o_t = scale q_t^T S_t
+
+with offsets o_0 < o_1 < ... (patterns: "pow2" o_j = 2^j, "sqrt" o_j = j^2 + 1). Writing
+S = (I - B)^-1 (k v^T) with B strictly lower triangular, B[t, t - o_j] = beta[t, j], gives
+
+    o = scale ((q k^T) * M) v,      M = (I - B)^-1   (lower triangular, unit diagonal)
+
+the structured-operator form of Fagnou et al. (arXiv 2605.31367): attention is B = 0 with a
+dense mask, a first-order recurrence has B on the first subdiagonal only.
+
+Paths (shapes: q, k (B, T, H, K); v (B, T, H, V); beta (B, T, H, J) -> o (B, T, H, V)):
+  multistate_recurrent  the reference: the recurrence token by token in plain torch, every state
+                        kept (memory T H K V per row); O(T J K V) work, T sequential steps
+  multistate_parallel   M by one batched triangular solve, then a masked quadratic product:
+                        O(T^3) for the solve and O(T^2 (K + V)) for the products per row and
+                        head, exact, and differentiable through torch.linalg.solve_triangular.
+                        Cubic in T: meant for training at the short contexts of state tracking
+                        and MQAR (T <= 1K), not for long context.
+  multistate_step       one decode token: the states of the last max-offset positions live in a
+                        ring buffer (memory o_max H K V per row: a literal 2^j pattern needs
+                        states back to its largest offset, so decode memory grows with the
+                        training context, not with the decoded length).
+"""
+
+from __future__ import annotations
+
+import torch
+
+PATTERNS = ("pow2", "sqrt")
+
+
+def pattern_offsets(pattern: str, context: int) -> list[int]:
+    """The offsets of `pattern` that can reach back inside a sequence of `context` tokens:
+    pow2 -> 1, 2, 4, ...; sqrt -> 1, 2, 5, 10, 17, ... (j^2 + 1); all < context (at least [1])."""
+    if pattern not in PATTERNS:
+        raise ValueError(f"unknown offset pattern {pattern!r}; valid: {', '.join(PATTERNS)}")
+    offset = (lambda j: 2**j) if pattern == "pow2" else (lambda j: j * j + 1)
+    out, j = [], 0
+    while offset(j) < max(2, context):
+        out.append(offset(j))
+        j += 1
+    return out
+
+
+def transfer_matrix(beta: torch.Tensor, offsets: list[int]) -> torch.Tensor:
+    """B: (B, H, T, T) strictly lower triangular with B[t, t - o_j] = beta[t, j];
+    beta (B, T, H, J)."""
+    Bsz, T, H, J = beta.shape
+    b = beta.permute(0, 2, 1, 3)  # (B, H, T, J)
+    out = beta.new_zeros(Bsz, H, T, T)
+    rows = torch.arange(T, device=beta.device)
+    for j, o in enumerate(offsets):
+        if o >= T:
+            break
+        out[:, :, rows[o:], rows[o:] - o] = b[:, :, o:, j]
+    return out
+
+
+def multistate_parallel(q, k, v, beta, offsets: list[int], scale: float) -> torch.Tensor:
+    """Exact parallel form through M = (I - B)^-1 (see module docstring)."""
+    acc = torch.promote_types(q.dtype, torch.float32)
+    T = q.shape[1]
+    eye = torch.eye(T, device=q.device, dtype=acc)
+    system = eye - transfer_matrix(beta.to(acc), offsets)  # (B, H, T, T), unit lower triangular
+    influence = torch.linalg.solve_triangular(system, eye.expand_as(system), upper=False,
+                                              unitriangular=True)  # M: (B, H, T, T)
+    qh, kh, vh = (t.to(acc).transpose(1, 2) for t in (q, k, v))  # (B, H, T, .)
+    scores = (qh @ kh.transpose(-1, -2)) * influence  # (B, H, T, T), zero above the diagonal
+    return (scale * scores @ vh).transpose(1, 2).to(v.dtype)  # (B, T, H, V)
+
+
+def multistate_recurrent(q, k, v, beta, offsets: list[int], scale: float) -> torch.Tensor:
+    """The reference: the recurrence itself, token by token, every state kept."""
+    acc = torch.promote_types(q.dtype, torch.float32)
+    q, k, v, beta = (t.to(acc) for t in (q, k, v, beta))
+    T = q.shape[1]
+    states, outputs = [], []
+    for t in range(T):
+        s = k[:, t, :, :, None] * v[:, t, :, None, :]  # (B, H, K, V)
+        for j, o in enumerate(offsets):
+            if t - o >= 0:
+                s = s + beta[:, t, :, j, None, None] * states[t - o]
+        states.append(s)
+        outputs.append(scale * torch.einsum("bhk,bhkv->bhv", q[:, t], s))
+    return torch.stack(outputs, dim=1).to(v.dtype)  # (B, T, H, V)
+
+
+def ring_size(offsets: list[int]) -> int:
+    return max(offsets)
+
+
+def multistate_step(ring: torch.Tensor, position: torch.Tensor, q_t, k_t, v_t, beta_t,
+                    offsets: list[int], scale: float) -> torch.Tensor:
+    """One token at `position` (1,) int64 on the device. ring (B, R, H, K, V) holds S_s at slot
+    s mod R for the last R positions; q_t, k_t (B, H, K), v_t (B, H, V), beta_t (B, H, J).
+    Writes S_t into the ring in place and returns o_t (B, H, V). No host reads."""
+    R = ring.shape[1]
+    acc = ring.dtype
+    s = k_t.to(acc)[..., :, None] * v_t.to(acc)[..., None, :]  # (B, H, K, V)
+    for j, o in enumerate(offsets):
+        slot = (position - o) % R  # (1,)
+        reachable = (position >= o).to(acc)  # (1,): 0 before the sequence has o tokens
+        past = ring.index_select(1, slot)[:, 0]  # (B, H, K, V)
+        s = s + (beta_t[..., j].to(acc) * reachable)[..., None, None] * past
+    ring.index_copy_(1, position % R, s[:, None])
+    return (scale * torch.einsum("bhk,bhkv->bhv", q_t.to(acc), s)).to(v_t.dtype)
