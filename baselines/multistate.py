@@ -13,12 +13,14 @@ is this project's (docs/multistate.md says what was chosen and why).
 
 Offsets: pattern "pow2" (1, 2, 4, ...) or "sqrt" (1, 2, 5, 10, ...: j^2 + 1), every offset
 below the training context (so J is about log2 T or sqrt T). Backends: "parallel" (the exact
-structured-operator form; ops/multistate.py says its cost), "reference" (the recurrence token
-by token); "auto" = parallel. Decoding keeps the states of the last o_max positions in a ring.
+structured-operator form at once, cubic in T), "chunked" (the same exactly, chunk by chunk,
+linear in T), "reference" (the recurrence token by token); "auto" = chunked (ops/multistate.py
+gives each path's cost). Decoding keeps the states of the last o_max positions in a ring.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +32,7 @@ from bimix_bench.models.mixer import MixerConfig, TokenMixer, register_model
 from bimix_bench.ops.group_rmsnorm import GroupRMSNorm
 from bimix_bench.ops.multistate import (
     PATTERNS,
+    multistate_chunked,
     multistate_parallel,
     multistate_recurrent,
     multistate_step,
@@ -39,10 +42,13 @@ from bimix_bench.ops.multistate import (
 from bimix_bench.ops.recurrent_mixer import INIT_STD
 from bimix_bench.ops.short_conv import ShortCausalConv
 
-BACKENDS = {"auto": multistate_parallel, "parallel": multistate_parallel,
-            "reference": multistate_recurrent}
-_REASONS = {"auto": "backend=auto: the exact parallel form (triangular solve)",
-            "parallel": "backend=parallel requested", "reference": "backend=reference requested"}
+BACKENDS = {"auto": multistate_chunked, "chunked": multistate_chunked,
+            "parallel": multistate_parallel, "reference": multistate_recurrent}
+_LABELS = {multistate_chunked: "torch-chunked", multistate_parallel: "torch-structured-operator",
+           multistate_recurrent: "torch-reference"}
+_REASONS = {"auto": "backend=auto: the exact chunked form (plain torch; no fused kernel exists)",
+            "chunked": "backend=chunked requested", "parallel": "backend=parallel requested",
+            "reference": "backend=reference requested"}
 
 
 @dataclass
@@ -55,7 +61,8 @@ class MultistateDecodeState:
 @register_model(
     "multistate",
     "linear attention over several past states at pow2 / sqrt offsets (structured mixing)",
-    options={"backend": "auto", "pattern": "pow2", "gate_temperature": 8.0, "conv_width": 4},
+    options={"backend": "auto", "pattern": "pow2", "gate_temperature": 8.0, "conv_width": 4,
+             "chunk_size": 64},
 )
 class MultistateAttention(TokenMixer):
     def __init__(self, cfg: MixerConfig):
@@ -70,7 +77,9 @@ class MultistateAttention(TokenMixer):
         if pattern not in PATTERNS:
             raise UsageError(f"models.multistate.pattern={pattern!r}; valid: {', '.join(PATTERNS)}")
         self.path = BACKENDS[choice]
-        self.backend = "torch-parallel" if self.path is multistate_parallel else "torch-reference"
+        self.backend = _LABELS[self.path]
+        if self.path is multistate_chunked:
+            self.path = functools.partial(multistate_chunked, chunk=int(opts.get("chunk_size", 64)))
         self.backend_reason = _REASONS[choice]
         self.offsets = pattern_offsets(pattern, cfg.max_seq_len)
         self.pattern = pattern
@@ -125,17 +134,19 @@ class MultistateAttention(TokenMixer):
         return MultistateDecodeState(ring, conv, torch.zeros(1, device=device, dtype=torch.long))
 
     def prefill(self, x: torch.Tensor, max_len: int) -> tuple[torch.Tensor, MultistateDecodeState]:
-        """The parallel forward, then the states of the prompt's last R positions into the ring
-        (computed by the recurrence's own definition from the prompt's states)."""
+        """The chunked forward (whatever the backend: it is the form that hands back states),
+        whose last R states fill the ring at slots t mod R."""
         q, k, v, beta, gate, history = self._inputs(x, None)
-        y = self._finish(self.path(q, k, v, beta, self.offsets, self.key_dim**-0.5), gate)
         state = self.init_decode_state(x.shape[0], max_len, x.device, x.dtype)
+        R, T = state.ring.shape[1], x.shape[1]
+        chunk = int(self.cfg.options.get("chunk_size", 64))
+        o, last = multistate_chunked(q, k, v, beta, self.offsets, self.key_dim**-0.5, chunk,
+                                     last_states=R)  # last: (B, min(R, T), H, K, V)
+        positions = torch.arange(T - last.shape[1], T, device=x.device)
+        state.ring.index_copy_(1, positions % R, last.to(state.ring.dtype))
         state.conv.copy_(history)
-        T, R = x.shape[1], state.ring.shape[1]
-        for t, s in _states(k, v, beta, self.offsets, keep_from=max(0, T - R)):
-            state.ring[:, t % R] = s
         state.position.fill_(T)
-        return y, state
+        return self._finish(o, gate), state
 
     def decode_step(self, x_t: torch.Tensor, state: MultistateDecodeState) -> torch.Tensor:
         q, k, v, beta, gate, history = self._inputs(x_t[:, None], state.conv)
@@ -145,20 +156,3 @@ class MultistateAttention(TokenMixer):
         state.position.add_(1)
         return self._finish(o_t[:, None], gate)[:, 0]
 
-
-def _states(k, v, beta, offsets, keep_from: int):
-    """(t, S_t (B, H, K, V)) for t >= keep_from, by the recurrence (states before keep_from are
-    computed and dropped once no later offset reaches them)."""
-    acc = torch.promote_types(k.dtype, torch.float32)
-    k, v, beta = k.to(acc), v.to(acc), beta.to(acc)
-    reach = max(offsets)
-    kept: dict[int, torch.Tensor] = {}
-    for t in range(k.shape[1]):
-        s = k[:, t, :, :, None] * v[:, t, :, None, :]
-        for j, o in enumerate(offsets):
-            if t - o >= 0:
-                s = s + beta[:, t, :, j, None, None] * kept[t - o]
-        kept[t] = s
-        kept.pop(t - reach, None)
-        if t >= keep_from:
-            yield t, s

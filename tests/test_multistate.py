@@ -5,11 +5,14 @@ the largest offset's size."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
 from bimix_bench.models.mixer import MixerConfig
 from bimix_bench.ops.multistate import (
+    multistate_chunked,
     multistate_parallel,
     multistate_recurrent,
     multistate_step,
@@ -68,6 +71,18 @@ def test_structured_operator_equals_the_recurrence(pattern):
     )
 
 
+@pytest.mark.parametrize("pattern", ["pow2", "sqrt"])
+@pytest.mark.parametrize("chunk", [1, 8, 64])
+def test_chunked_form_equals_the_recurrence_across_chunk_boundaries(pattern, chunk):
+    offsets = pattern_offsets(pattern, 37)  # offsets up to 32 / 26: many reach past a chunk
+    inputs = list(random_inputs(37, offsets, seed=1))
+    assert_same_outputs_and_grads(
+        lambda q, k, v, b: multistate_recurrent(q, k, v, b, offsets, 0.5),
+        lambda q, k, v, b: multistate_chunked(q, k, v, b, offsets, 0.5, chunk=chunk),
+        inputs, atol=1e-10, rtol=1e-9,
+    )
+
+
 def test_one_first_order_offset_is_a_decayed_linear_attention():
     """Offsets [1] with beta = a: S_t = a S_{t-1} + k v^T, the familiar recurrence."""
     q, k, v, _ = random_inputs(9, [1])
@@ -108,7 +123,7 @@ def test_mixing_weights_satisfy_the_stability_constraint():
 
 
 @pytest.mark.parametrize("pattern", ["pow2", "sqrt"])
-@pytest.mark.parametrize("backend", ["parallel", "reference"])
+@pytest.mark.parametrize("backend", ["chunked", "parallel", "reference"])
 def test_mixer_is_causal(pattern, backend):
     assert_causal(make_mixer(pattern, backend), torch.randn(2, 24, 32), cut=11)
 
@@ -122,8 +137,11 @@ def test_decode_matches_forward_across_offsets(pattern, n_prompt):
     assert state.ring.shape[1] == max(mixer.offsets)  # memory: the largest offset's states
 
 
-def test_parallel_and_reference_backends_agree_through_the_whole_mixer():
+@pytest.mark.parametrize("backend", ["chunked", "parallel"])
+def test_every_backend_equals_the_reference_through_the_whole_mixer(backend):
     x = torch.randn(2, 40, 32, dtype=torch.float64)
-    fast, slow = make_mixer(backend="parallel").double(), make_mixer(backend="reference").double()
+    fast, slow = make_mixer(backend=backend).double(), make_mixer(backend="reference").double()
+    fast.path = functools.partial(multistate_chunked, chunk=16) if backend == "chunked" else fast.path
     slow.load_state_dict(fast.state_dict())
-    assert_same_outputs_and_grads(slow, fast, [x], params=list(fast.parameters())[:0], atol=1e-9, rtol=1e-8)
+    assert_same_outputs_and_grads(slow, fast, [x], atol=1e-9, rtol=1e-8)
+    assert make_mixer(backend="auto").backend == "torch-chunked"

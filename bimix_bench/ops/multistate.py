@@ -14,11 +14,14 @@ dense mask, a first-order recurrence has B on the first subdiagonal only.
 Paths (shapes: q, k (B, T, H, K); v (B, T, H, V); beta (B, T, H, J) -> o (B, T, H, V)):
   multistate_recurrent  the reference: the recurrence token by token in plain torch, every state
                         kept (memory T H K V per row); O(T J K V) work, T sequential steps
+  multistate_chunked    the default: chunk by chunk, a C x C triangular solve inside the chunk
+                        and the earlier states read at the offsets that reach back past it;
+                        exact, O(T (C^2 + C K V + J K V)) work, T / C sequential chunks
   multistate_parallel   M by one batched triangular solve, then a masked quadratic product:
                         O(T^3) for the solve and O(T^2 (K + V)) for the products per row and
                         head, exact, and differentiable through torch.linalg.solve_triangular.
-                        Cubic in T: meant for training at the short contexts of state tracking
-                        and MQAR (T <= 1K), not for long context.
+                        Cubic in T: the whole structured operator at once, kept as a check of
+                        the chunked form and for short sequences.
   multistate_step       one decode token: the states of the last max-offset positions live in a
                         ring buffer (memory o_max H K V per row: a literal 2^j pattern needs
                         states back to its largest offset, so decode memory grows with the
@@ -70,6 +73,46 @@ def multistate_parallel(q, k, v, beta, offsets: list[int], scale: float) -> torc
     qh, kh, vh = (t.to(acc).transpose(1, 2) for t in (q, k, v))  # (B, H, T, .)
     scores = (qh @ kh.transpose(-1, -2)) * influence  # (B, H, T, T), zero above the diagonal
     return (scale * scores @ vh).transpose(1, 2).to(v.dtype)  # (B, T, H, V)
+
+
+def multistate_chunked(q, k, v, beta, offsets: list[int], scale: float, chunk: int = 64,
+                       last_states: int = 0):
+    """Exact, linear in T: chunk by chunk, the states S_t of the chunk are
+    (I - B_cc)^-1 [k_t v_t^T + sum over offsets reaching before the chunk of beta S_{t - o}],
+    with B_cc the chunk's own C x C transfer matrix and the earlier states read from the chunks
+    already done. O(T (C^2 + C K V + J K V)) work, T / C sequential chunks, every state kept
+    (T K V per row and head, and T J K V saved for the backward of the weights).
+    With last_states = R > 0 it also returns the states of the last R positions
+    (B, min(R, T), H, K, V), which decoding continues from."""
+    acc = torch.promote_types(q.dtype, torch.float32)
+    q, k, v, beta = (t.to(acc) for t in (q, k, v, beta))
+    T, device = q.shape[1], q.device
+    kv = k[..., :, None] * v[..., None, :]  # (B, T, H, K, V)
+    offs = torch.tensor(offsets, device=device)  # (J,)
+    done: list[torch.Tensor] = []  # states of finished chunks, each (B, C_i, H, K, V)
+    outs = []
+    for start in range(0, T, chunk):
+        end = min(T, start + chunk)
+        inputs = kv[:, start:end]  # (B, C, H, K, V)
+        if done:
+            past = torch.cat(done, dim=1) if len(done) > 1 else done[0]  # (B, start, H, K, V)
+            source = torch.arange(start, end, device=device)[:, None] - offs[None, :]  # (C, J)
+            earlier = ((source >= 0) & (source < start)).to(acc)  # reaches before the chunk
+            weights = beta[:, start:end] * earlier[None, :, None, :]  # (B, C, H, J)
+            for j in range(len(offsets)):
+                rows = past[:, source[:, j].clamp(0, start - 1)]  # (B, C, H, K, V)
+                inputs = inputs + weights[..., j, None, None] * rows
+        local = transfer_matrix(beta[:, start:end], offsets)  # (B, H, C, C): within the chunk
+        eye = torch.eye(end - start, device=device, dtype=acc)
+        influence = torch.linalg.solve_triangular(eye - local, eye.expand_as(local), upper=False,
+                                                  unitriangular=True)  # (B, H, C, C)
+        states = torch.einsum("bhts,bshkv->bthkv", influence, inputs)  # (B, C, H, K, V)
+        done.append(states)
+        outs.append(scale * torch.einsum("bthk,bthkv->bthv", q[:, start:end], states))
+    out = torch.cat(outs, dim=1).to(v.dtype)  # (B, T, H, V)
+    if last_states > 0:
+        return out, torch.cat(done, dim=1)[:, -last_states:]
+    return out
 
 
 def multistate_recurrent(q, k, v, beta, offsets: list[int], scale: float) -> torch.Tensor:
