@@ -45,30 +45,17 @@ def dct_branch_linear_attention(
     horizon: int,
     backend: str = "chunked",
     chunk_size: int = 64,
-    decay_grad_through_qk: bool | None = None,
 ) -> torch.Tensor:
     """v (B, T, H, P), gates (B|1, T|1, H, NB), amplitude (H, K_d), log_rho (H,) -> (B, T, H, P).
 
-    decay_grad_through_qk (default: on for "fla"): fla's chunk_simple_gla treats the fixed decay
-    g_gamma as a constant (its backward returns no gradient for it), which would freeze rho on
-    the GPU path only. rho^(t-s) = rho^(t-c) * rho^-(s-c) for any c, so scaling q_t by
-    exp((t-c) d) and k_s by exp(-(s-c) d) with d = log_rho - log_rho.detach() (exactly 0) leaves
-    every value unchanged while autograd receives exactly d o / d log_rho through q and k
-    (c = the middle position keeps the two position-weighted sums small)."""
+    On the "fla" backend log_rho's gradient, which fla's kernel does not return for a fixed
+    decay, is supplied by the shared op around the kernel (ops/fla_linear_recurrence.py)."""
     from bimix_bench.ops.linear_recurrence import gated_linear_attention
 
     B, T, H, _ = v.shape
     positions = torch.arange(T, device=v.device)
     q, k = gated_dct_queries_keys(positions, gates, amplitude, horizon, v.dtype)
     k = k[None, :, None, :]  # (1, T, 1, 2K)
-    if decay_grad_through_qk is None:
-        decay_grad_through_qk = backend == "fla"
-    if decay_grad_through_qk and torch.is_grad_enabled() and log_rho.requires_grad:
-        centred = positions.to(log_rho.dtype) - (T - 1) / 2
-        delta = (log_rho - log_rho.detach())[None, :]  # (1, H), zeros carrying the gradient
-        q = q * torch.exp(centred[:, None] * delta).to(q.dtype)[None, :, :, None]
-        k = k * torch.exp(-centred[:, None] * delta).to(k.dtype)[None, :, :, None]
-        log_rho = log_rho.detach()
     q = q.expand(B, T, H, q.shape[-1])
     k = k.expand(B, T, H, k.shape[-1])
     out, _ = gated_linear_attention(
