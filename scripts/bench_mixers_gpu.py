@@ -22,35 +22,16 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 if __name__ == "__main__":  # run as a file from a checkout: import the package beside it
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DEFAULT_MODELS = "transformer,linear_attn,gla,mamba2"
-
-
-class PlainCausalSDPA(nn.Module):
-    """Stand-in for the transformer mixer when it is not registered: fused QKV, causal SDPA,
-    output projection (no rotary embedding)."""
-
-    def __init__(self, d_model: int, n_heads: int):
-        super().__init__()
-        self.n_heads = n_heads
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out = nn.Linear(d_model, d_model, bias=False)
-        self.backend, self.backend_reason = "sdpa", "plain torch SDPA (transformer not registered)"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.n_heads, -1)).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, Dh)
-        return self.out(y.transpose(1, 2).flatten(2))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -95,8 +76,6 @@ def build_mixer(name: str, d_model: int, n_heads: int, max_seq_len: int,
     from bimix_bench.models.mixer import MixerConfig, TrainProgress
     from bimix_bench.registry import MODELS
 
-    if name == "transformer" and name not in MODELS:
-        return PlainCausalSDPA(d_model, n_heads)
     spec = MODELS.get(name).obj
     options = {**spec.default_options, **overrides}
     cfg = MixerConfig(d_model, n_heads, layer_idx=0, n_layers=1, max_seq_len=max_seq_len, options=options)
@@ -105,28 +84,6 @@ def build_mixer(name: str, d_model: int, n_heads: int, max_seq_len: int,
     # rather than its phase-1 static gates); lr = 0 makes the hook change no weights.
     mixer.after_optimizer_step(TrainProgress(step=1, total_steps=1, lr=0.0))
     return mixer
-
-
-def time_call(fn: Callable[[], Any], warmup: int, repeats: int, device: torch.device) -> list[float]:
-    """Milliseconds of each timed repeat."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    else:
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return times
 
 
 def bench_mixer(mixer: nn.Module, batch: int, seq_len: int, d_model: int, mode: str,
@@ -157,7 +114,9 @@ def timed_row(step: Callable[[], Any], args: argparse.Namespace, device: torch.d
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    times = time_call(step, args.warmup, args.repeats, device)
+    from bimix_bench.timing import timed_samples
+
+    times = [1e3 * t for t in timed_samples(step, device, args.warmup, args.repeats, cuda_events=True)]
     row: dict[str, Any] = {"ms": statistics.median(times), "ms_min": min(times)}
     if device.type == "cuda":
         row["peak_mem_mib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20

@@ -10,7 +10,6 @@ The train step is timed on a copy of the model, so the trained weights are untou
 from __future__ import annotations
 
 import copy
-import statistics
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -25,25 +24,9 @@ from bimix_bench.engine.device import (
     synchronize,
 )
 from bimix_bench.engine.optim import build_optimizer
+from bimix_bench.timing import timed_median
 from bimix_bench.models.backbone import LanguageModel
 from bimix_bench.task import TaskData, sequence_loss
-
-
-def timed_median(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int,
-                 setup: Callable[[], Any] | None = None) -> float:
-    """Median wall time of `fn` in seconds over `repeats` synchronized runs after warm-up;
-    `setup`, when given, runs untimed before every call."""
-    def timed() -> float:
-        if setup is not None:
-            setup()
-        return time_call(fn, device)
-
-    for _ in range(warmup):
-        if setup is not None:
-            setup()
-        fn()
-    synchronize(device)
-    return statistics.median(timed() for _ in range(repeats))
 
 
 @dataclass

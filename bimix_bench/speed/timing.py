@@ -48,7 +48,7 @@ from typing import Callable, Iterator
 import torch
 
 from bimix_bench.engine.device import synchronize
-from bimix_bench.engine.throughput import time_call
+from bimix_bench.timing import time_call
 from bimix_bench.errors import UsageError
 
 INJECT_ENV = "BIMIX_BENCH_INJECT_SLOWDOWN"
