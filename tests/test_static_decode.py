@@ -18,10 +18,10 @@ from tests.host_reads import no_host_reads
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-def tiny_model(name: str, device: str = "cpu") -> LanguageModel:
+def tiny_model(name: str, device: str = "cpu", width: int = 32) -> LanguageModel:
     spec = MODELS.get(name).obj
     step = math.lcm(4, spec.width_multiple)
-    width = step * -(-32 // step)
+    width = step * -(-width // step)
     torch.manual_seed(0)
     model = LanguageModel(Architecture(width, 2, 2, 2 * width, 64, "lm", 0, vocab_size=97), spec,
                           dict(spec.default_options))
@@ -86,7 +86,9 @@ def test_a_full_state_refuses_another_step():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("name", MODELS.names())
 def test_cuda_graph_replay_equals_eager_gpu(name):
-    model = tiny_model(name, "cuda")
+    # Width 128: fla's chunked kernels fault (misaligned address) on GLA's 8-wide keys at
+    # width 32, and a fault poisons the CUDA context for every later test.
+    model = tiny_model(name, "cuda", width=128)
     tokens = torch.randint(0, 97, (2, 24), device="cuda", generator=torch.Generator("cuda").manual_seed(3))
     graphed, expected = decode_against_forward(model, tokens, 9, use_graph=True)
     eager, _ = decode_against_forward(model, tokens, 9, use_graph=False)
