@@ -37,3 +37,23 @@ def no_host_reads():
             yield
     finally:
         torch.Tensor.tolist, torch.Tensor.numpy = saved
+
+
+# Ops that only re-describe memory: no kernel runs for them.
+VIEW_OPS = {"view", "unsqueeze", "permute", "select", "t", "expand", "slice", "transpose",
+            "squeeze", "_unsafe_view", "alias", "as_strided", "unbind", "split",
+            "split_with_sizes", "detach", "unflatten", "reshape", "narrow"}
+
+
+class ComputeOpCounter(TorchDispatchMode):
+    """Counts the dispatched ops that compute (views left out): on a GPU each is about one
+    kernel, which is what a CUDA-graph decode step at batch 1 pays for."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if str(func.overloadpacket).split(".")[-1] not in VIEW_OPS:
+            self.count += 1
+        return func(*args, **(kwargs or {}))

@@ -26,6 +26,10 @@ class BiMixDecodeState:
     dct_state: torch.Tensor | None  # (B, H, 2 K_d, P), fp32 (fp64 for fp64)
     ring: torch.Tensor | None  # (B, W, H, P) values v; position s lives in slot s % W
     position: torch.Tensor  # (1,) int64 on the device: tokens consumed so far
+    # Functions of the weights alone, computed once per decode state instead of in every step
+    # (the Chebyshev window's band kernels take most of a step's operations otherwise).
+    cheb_kernels: torch.Tensor | None = None  # (H, NB, W) in the compute dtype
+    log_rho: torch.Tensor | None = None  # (H,) the DCT branch's per-head log decay
 
 
 def empty_state(
@@ -44,7 +48,11 @@ def empty_state(
     if "cheb" in spec.branches:
         H = spec.cheb_amplitude.shape[0]
         ring = torch.zeros(batch, spec.window, H, head_dim, device=device, dtype=cd)
-    return BiMixDecodeState(conv_history, dct_state, ring, torch.zeros(1, device=device, dtype=torch.long))
+    position = torch.zeros(1, device=device, dtype=torch.long)
+    with torch.no_grad():
+        kernels = spec.cheb_kernels().to(cd) if ring is not None else None
+        log_rho = spec.log_rho.detach().clone() if dct_state is not None else None
+    return BiMixDecodeState(conv_history, dct_state, ring, position, kernels, log_rho)
 
 
 def state_after_prefix(
@@ -85,7 +93,7 @@ def decode_core(
         q, k = gated_dct_queries_keys(pos, g, spec.dct_amplitude, spec.horizon, cd)
         q_t = q[:, 0].expand(B, H, q.shape[-1])
         k_t = k.expand(B, H, k.shape[-1])
-        y, dct_state = recurrent_step(state.dct_state, q_t, k_t, v32, spec.log_rho, 1.0)
+        y, dct_state = recurrent_step(state.dct_state, q_t, k_t, v32, state.log_rho, 1.0)
         state.dct_state.copy_(dct_state)
         out = out + y
     if state.ring is not None:
@@ -93,7 +101,7 @@ def decode_core(
         state.ring.index_copy_(1, pos % W, v32[:, None])
         slots = (pos - torch.arange(W, device=v_t.device)) % W  # lag tau -> slot
         window = state.ring[:, slots]  # (B, W, H, P), zeros where no token was ever written
-        kernels = spec.cheb_kernels().to(cd)  # (H, NB, W)
+        kernels = state.cheb_kernels  # (H, NB, W)
         g = spec.branch_gates(gates, "cheb").to(cd)  # (B|1, H, NB)
         effective = torch.einsum("bhn,hnw->bhw", g, kernels)
         out = out + torch.einsum("bhw,bwhp->bhp", effective, window)
