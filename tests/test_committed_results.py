@@ -98,8 +98,9 @@ def test_readme_holds_the_host_share_table_of_its_documents():
 
 def test_the_small_budget_verdicts_on_the_committed_folders():
     """What the small-budget GPU folders can tell apart: Pathfinder, Path-X, multi-document QA
-    and MQAR at 512 and 1K are flagged uninformative; ListOps' anchor is reproduced, MQAR's and
-    Pathfinder's are not (docs/protocols.md)."""
+    and MQAR at 512 and 1K are flagged uninformative; ListOps' anchor is reproduced, and MQAR's
+    at (64, 4) on Zoology's protocol; Pathfinder's, and MQAR's at (256, 16) on the old protocol,
+    are not (docs/protocols.md)."""
     from bimix_bench.results.comparison import comparison_frame
     from bimix_bench.results.tables import records_frame
     from bimix_bench.results.verdicts import anchor_lines
@@ -114,6 +115,7 @@ def test_the_small_budget_verdicts_on_the_committed_folders():
         ("multidoc_qa", "bridge"), ("multidoc_qa", "multikey_needle"),
         ("multidoc_qa", "multivalue"), ("multidoc_qa", "variable_tracking")}
     assert informative[("mqar", "T256_kv16")] and informative[("lra", "listops")]
+    assert informative[("mqar", "T64_kv4")]
     status = {(l.task, l.anchor.subtask): l.status for l in anchor_lines(records, records_frame(records))}
     assert status == {("lra", "listops"): "reproduced", ("lra", "pathfinder"): "not reproduced",
-                      ("mqar", "T256_kv16"): "not reproduced"}
+                      ("mqar", "T256_kv16"): "not reproduced", ("mqar", "T64_kv4"): "reproduced"}
