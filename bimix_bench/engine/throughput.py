@@ -10,7 +10,6 @@ The train step is timed on a copy of the model, so the trained weights are untou
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -21,12 +20,11 @@ from bimix_bench.engine.device import (
     peak_memory_bytes,
     resolved_precision,
     reset_peak_memory,
-    synchronize,
 )
 from bimix_bench.engine.optim import build_optimizer
-from bimix_bench.timing import timed_median
 from bimix_bench.models.backbone import LanguageModel
 from bimix_bench.task import TaskData, sequence_loss
+from bimix_bench.timing import timed_median
 
 
 @dataclass
@@ -73,23 +71,6 @@ def decode_workload(model: LanguageModel, tokens: torch.Tensor, n_new: int,
 
     return DecodeWorkload(steps, lambda: decoder.restore(after_prompt), rows * n_new,
                           decoder.mode, prompt.shape[1], n_new, rows)
-
-
-def time_call(fn: Callable[[], Any], device: torch.device, cuda_events: bool = False) -> float:
-    """Seconds one call of `fn` takes, device work included. With `cuda_events` on a CUDA
-    device the GPU's own clock times it (no host-side launch gaps before the first kernel)."""
-    if cuda_events and device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3
-    synchronize(device)
-    start_s = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start_s
 
 
 def make_train_step(model: torch.nn.Module, batch, objective: str, train_cfg: dict[str, Any],

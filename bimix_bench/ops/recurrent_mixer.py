@@ -32,6 +32,14 @@ from bimix_bench.ops.short_conv import ShortCausalConv
 INIT_STD = 0.02  # projections; residual outputs also shrink with depth (as the backbone's MLP)
 
 
+def half_width_keys(cfg: MixerConfig) -> tuple[int, int, int]:
+    """(H, K, V) of a state with GLA's widths: keys D / 2H, values D / H per head."""
+    D, H = cfg.d_model, cfg.n_heads
+    if D % (2 * H):
+        raise ValueError(f"d_model {D} is not divisible by 2 * n_heads = {2 * H}")
+    return H, D // (2 * H), D // H
+
+
 @dataclass
 class Recurrence:
     """Inputs of S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T, o_t = scale q_t^T S_t."""
