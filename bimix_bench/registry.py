@@ -25,6 +25,7 @@ BUILTIN_MODELS = (
     "bimix_bench.baselines.linear_attention",
     "bimix_bench.baselines.gla",
     "bimix_bench.baselines.multistate",
+    "bimix_bench.baselines.loglinear",
 )
 BUILTIN_TASKS = (
     "bimix_bench.tasks.lra",

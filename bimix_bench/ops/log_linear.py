@@ -1,0 +1,114 @@
+"""Log-linear attention (Guo, Yang, Goel, Xing, Dao, Kim 2025, arXiv 2506.04761) over a
+per-token scalar decay, as in Log-Linear Mamba-2:
+
+    o_t = scale sum_{s <= t} lam[t, level(t, s)] exp(G_t - G_s) (q_t . k_s) v_s,   G = cumsum(g)
+    level(t, s) = 0 if s == t, else 1 + floor(log2(t XOR s))
+
+The levels cut the prefix into Fenwick-tree buckets (the token itself, then buckets of 1, 2,
+4, ... earlier tokens); lam (B, T, H, L) weighs each bucket per token and head. With every lam
+equal to 1 it is the first-order recurrence (Mamba-2's SSD).
+
+Paths (q, k (B, T, G, K) with G groups shared by H / G heads; v (B, T, H, V); g (B, T, H);
+lam (B, T, H, L) -> o (B, T, H, V)):
+  log_linear_reference  the quadratic masked form in plain torch, in blocks of query rows:
+                        O(T^2 (K + V)) work per row and head
+  log_linear_fla        fla's chunk_log_linear_attn (CUDA)
+  fenwick_step          one decode token on L = level_count(max_len) states: O(log T) memory;
+                        every level decays, the output reads them, then levels 0..p merge into
+                        level p + 1, p the number of trailing ones of t (a binary counter's carry)
+  fenwick_prefill       those states after a prompt, in one pass
+"""
+
+from __future__ import annotations
+
+import torch
+
+QUERY_BLOCK = 256  # query rows per block of the reference (bounds its (T, T) temporaries)
+
+
+def level_count(length: int) -> int:
+    """Levels that positions 0 .. length - 1 use: 1 + bit_length(length - 1)."""
+    return 1 + max(0, length - 1).bit_length()
+
+
+def levels(t: torch.Tensor, s: torch.Tensor, largest: int) -> torch.Tensor:
+    """level(t, s) elementwise for int64 0 <= s <= t <= largest (broadcast): 0 where equal,
+    else 1 + floor(log2(t XOR s)), computed exactly as the count of powers of two <= t XOR s."""
+    x = torch.bitwise_xor(t, s)
+    out = torch.zeros_like(x)
+    for bit in range(max(1, largest.bit_length())):
+        out = out + (x >= (1 << bit)).to(out.dtype)
+    return out
+
+
+def _expand_groups(t: torch.Tensor, heads: int) -> torch.Tensor:
+    return t if t.shape[2] == heads else t.repeat_interleave(heads // t.shape[2], dim=2)
+
+
+def log_linear_reference(q, k, v, g, lam, scale: float) -> torch.Tensor:
+    acc = torch.promote_types(v.dtype, torch.float32)
+    B, T, H, _ = v.shape
+    q, k = (_expand_groups(t, H).to(acc) for t in (q, k))
+    v, g, lam = v.to(acc), g.to(acc), lam.to(acc)
+    G = torch.cumsum(g, dim=1)  # (B, T, H)
+    s = torch.arange(T, device=v.device)
+    out = []
+    for start in range(0, T, QUERY_BLOCK):
+        t = torch.arange(start, min(T, start + QUERY_BLOCK), device=v.device)
+        causal = s[None, :] <= t[:, None]  # (Tb, T)
+        gap = (G[:, t, None, :] - G[:, None, :, :]).masked_fill(~causal[None, :, :, None], float("-inf"))
+        level = levels(t[:, None], s[None, :], T).clamp(max=lam.shape[-1] - 1)  # (Tb, T)
+        one_hot = (level[..., None] == torch.arange(lam.shape[-1], device=v.device)).to(acc)  # (Tb, T, L)
+        weight = torch.einsum("bthl,tsl->btsh", lam[:, t], one_hot)  # lam[t, level(t, s)]
+        scores = torch.einsum("bthk,bshk->btsh", q[:, t], k) * torch.exp(gap) * weight
+        out.append(scale * torch.einsum("btsh,bshv->bthv", scores, v))
+    return torch.cat(out, dim=1).to(v.dtype)  # (B, T, H, V)
+
+
+def log_linear_fla(q, k, v, g, lam, scale: float) -> torch.Tensor:
+    from fla.ops.log_linear_attn import chunk_log_linear_attn
+
+    o, _ = chunk_log_linear_attn(q, k.to(q.dtype), v.to(q.dtype), g.float(),
+                                 lam[..., : level_count(v.shape[1])].float(), scale=scale)
+    return o.to(v.dtype)
+
+
+def fenwick_prefill(k, v, g, n_levels: int) -> torch.Tensor:
+    """The decode states after the prompt (positions 0 .. T-1), as seen from position T:
+    level l holds sum over s with level(T, s) = l of exp(G_{T-1} - G_s) k_s v_s^T.
+    -> (B, n_levels, H, K, V) in fp32 (fp64 for fp64)."""
+    acc = torch.promote_types(v.dtype, torch.float32)
+    B, T, H, _ = v.shape
+    k, v, g = _expand_groups(k, H).to(acc), v.to(acc), g.to(acc)
+    G = torch.cumsum(g, dim=1)  # (B, T, H)
+    s = torch.arange(T, device=v.device)
+    level = levels(torch.full_like(s, T), s, T)  # (T,), all >= 1
+    one_hot = (level[None, :] == torch.arange(n_levels, device=v.device)[:, None]).to(acc)  # (L, T)
+    decay = torch.exp(G[:, -1:, :] - G)  # (B, T, H)
+    return torch.einsum("ls,bsh,bshk,bshv->blhkv", one_hot, decay, k, v)
+
+
+def fenwick_step(states: torch.Tensor, position: torch.Tensor, q_t, k_t, v_t, g_t, lam_t,
+                 scale: float) -> torch.Tensor:
+    """One token at `position` (1,) int64 on the device. states (B, L, H, K, V) hold, per level,
+    the earlier tokens' decayed k v^T as seen from this position; q_t, k_t (B, G, K), v_t
+    (B, H, V), g_t (B, H), lam_t (B, H, L'). Updates the states in place for the next position
+    and returns o_t (B, H, V). No host reads."""
+    B, L, H = states.shape[:3]
+    acc = states.dtype
+    q_t, k_t = (_expand_groups(t[:, None], H)[:, 0].to(acc) for t in (q_t, k_t))
+    decayed = states * torch.exp(g_t.to(acc))[:, None, :, None, None]
+    current = (k_t[..., :, None] * v_t.to(acc)[..., None, :])[:, None]  # (B, 1, H, K, V)
+    lv = torch.arange(L, device=states.device)
+    level0 = (lv == 0)[None, :, None, None, None]
+    full = torch.where(level0, current, decayed)  # level 0: the token itself
+    weights = lam_t[..., :L].to(acc)  # (B, H, L)
+    o_t = scale * torch.einsum("bhk,blhkv,bhl->bhv", q_t, full, weights)
+    # The carry to position t + 1: levels 0 .. p join level p + 1, p = trailing ones of t.
+    nxt = position + 1
+    p = torch.log2((nxt & -nxt).to(torch.float32)).to(torch.long)  # (1,)
+    into = (lv <= p)[None, :, None, None, None]
+    merged = (full * into).sum(1, keepdim=True)  # (B, 1, H, K, V)
+    target = (lv == p + 1)[None, :, None, None, None]
+    states.copy_(torch.where(into, torch.zeros_like(full), torch.where(target, merged, full)))
+    return o_t.to(v_t.dtype)
