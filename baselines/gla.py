@@ -17,7 +17,7 @@ from torch import nn
 
 from bimix_bench.models.mixer import MixerConfig, register_model
 from bimix_bench.ops.group_rmsnorm import GroupRMSNorm
-from bimix_bench.ops.recurrent_mixer import Recurrence, RecurrentDecodeState, RecurrentMixer
+from bimix_bench.ops.recurrent_mixer import Recurrence, RecurrentDecodeState, RecurrentMixer, half_width_keys
 
 
 @register_model(
@@ -33,10 +33,8 @@ from bimix_bench.ops.recurrent_mixer import Recurrence, RecurrentDecodeState, Re
 class GatedLinearAttention(RecurrentMixer):
     def __init__(self, cfg: MixerConfig):
         super().__init__(cfg)
-        D, H = cfg.d_model, cfg.n_heads
-        if D % (2 * H):
-            raise ValueError(f"d_model {D} is not divisible by 2 * n_heads = {2 * H}")
-        self.n_heads, self.key_dim, self.value_dim = H, D // (2 * H), D // H
+        D = cfg.d_model
+        self.n_heads, self.key_dim, self.value_dim = half_width_keys(cfg)
         self.temperature = float(cfg.options.get("gate_temperature", 16.0))
         rank = int(cfg.options.get("gate_rank", 16))
         self.qkvr = nn.Linear(D, D // 2 + D // 2 + D + D, bias=False)  # q, k, v, output gate r

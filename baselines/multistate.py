@@ -39,7 +39,7 @@ from bimix_bench.ops.multistate import (
     pattern_offsets,
     ring_size,
 )
-from bimix_bench.ops.recurrent_mixer import INIT_STD
+from bimix_bench.ops.recurrent_mixer import INIT_STD, half_width_keys
 from bimix_bench.ops.short_conv import ShortCausalConv
 
 BACKENDS = {"auto": multistate_chunked, "chunked": multistate_chunked,
@@ -68,8 +68,7 @@ class MultistateAttention(TokenMixer):
     def __init__(self, cfg: MixerConfig):
         super().__init__(cfg)
         D, H = cfg.d_model, cfg.n_heads
-        if D % (2 * H):
-            raise ValueError(f"d_model {D} is not divisible by 2 * n_heads = {2 * H}")
+        _, self.key_dim, self.value_dim = half_width_keys(cfg)
         opts = cfg.options
         choice, pattern = str(opts.get("backend", "auto")), str(opts.get("pattern", "pow2"))
         if choice not in BACKENDS:
@@ -83,7 +82,7 @@ class MultistateAttention(TokenMixer):
         self.backend_reason = _REASONS[choice]
         self.offsets = pattern_offsets(pattern, cfg.max_seq_len)
         self.pattern = pattern
-        self.n_heads, self.key_dim, self.value_dim = H, D // (2 * H), D // H
+        self.n_heads = H
         self.temperature = float(opts.get("gate_temperature", 8.0))
         J = len(self.offsets)
         self.qkv = nn.Linear(D, D // 2 + D // 2 + D, bias=False)
