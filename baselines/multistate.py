@@ -67,22 +67,23 @@ class MultistateDecodeState:
 class MultistateAttention(TokenMixer):
     def __init__(self, cfg: MixerConfig):
         super().__init__(cfg)
-        D, H = cfg.d_model, cfg.n_heads
-        _, self.key_dim, self.value_dim = half_width_keys(cfg)
+        D = cfg.d_model
+        H, self.key_dim, self.value_dim = half_width_keys(cfg)
+        self.n_heads = H
         opts = cfg.options
         choice, pattern = str(opts.get("backend", "auto")), str(opts.get("pattern", "pow2"))
         if choice not in BACKENDS:
             raise UsageError(f"models.multistate.backend={choice!r}; valid: {', '.join(BACKENDS)}")
         if pattern not in PATTERNS:
             raise UsageError(f"models.multistate.pattern={pattern!r}; valid: {', '.join(PATTERNS)}")
+        self.chunk_size = int(opts.get("chunk_size", 64))
         self.path = BACKENDS[choice]
         self.backend = _LABELS[self.path]
         if self.path is multistate_chunked:
-            self.path = functools.partial(multistate_chunked, chunk=int(opts.get("chunk_size", 64)))
+            self.path = functools.partial(multistate_chunked, chunk=self.chunk_size)
         self.backend_reason = _REASONS[choice]
         self.offsets = pattern_offsets(pattern, cfg.max_seq_len)
         self.pattern = pattern
-        self.n_heads = H
         self.temperature = float(opts.get("gate_temperature", 8.0))
         J = len(self.offsets)
         self.qkv = nn.Linear(D, D // 2 + D // 2 + D, bias=False)
@@ -138,9 +139,8 @@ class MultistateAttention(TokenMixer):
         q, k, v, beta, gate, history = self._inputs(x, None)
         state = self.init_decode_state(x.shape[0], max_len, x.device, x.dtype)
         R, T = state.ring.shape[1], x.shape[1]
-        chunk = int(self.cfg.options.get("chunk_size", 64))
-        o, last = multistate_chunked(q, k, v, beta, self.offsets, self.key_dim**-0.5, chunk,
-                                     last_states=R)  # last: (B, min(R, T), H, K, V)
+        o, last = multistate_chunked(q, k, v, beta, self.offsets, self.key_dim**-0.5,
+                                     self.chunk_size, last_states=R)  # last: (B, min(R, T), H, K, V)
         positions = torch.arange(T - last.shape[1], T, device=x.device)
         state.ring.index_copy_(1, positions % R, last.to(state.ring.dtype))
         state.conv.copy_(history)

@@ -34,12 +34,15 @@ class Batch:
     targets: torch.Tensor  # "classify": (B,) labels; "lm": (B, T) next ids, -100 = ignored
     lengths: torch.Tensor  # (B,) valid length of each row
 
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Batch":
+        """The batch with `fn` applied to each of its tensors."""
+        return Batch(fn(self.tokens), fn(self.targets), fn(self.lengths))
+
     def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
-        return Batch(*(t.to(device, non_blocking=non_blocking)
-                       for t in (self.tokens, self.targets, self.lengths)))
+        return self.map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> "Batch":  # called by DataLoader(pin_memory=True)
-        return Batch(self.tokens.pin_memory(), self.targets.pin_memory(), self.lengths.pin_memory())
+        return self.map(torch.Tensor.pin_memory)
 
     @property
     def n_tokens(self) -> int:  # tokens the model actually reads (padding excluded)

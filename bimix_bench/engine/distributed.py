@@ -61,7 +61,7 @@ def shard(batch: Batch, ctx: DistContext | None) -> Batch:
     if ctx is None:
         return batch
     rows = slice(ctx.rank, None, ctx.world_size)
-    return Batch(batch.tokens[rows], batch.targets[rows], batch.lengths[rows])
+    return batch.map(lambda t: t[rows])
 
 
 def barrier(ctx: DistContext | None) -> None:

@@ -12,6 +12,7 @@ interpreter's dispatch.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any, Callable, ContextManager, Iterator
 
@@ -52,8 +53,6 @@ def copy_state_(dst: Any, src: Any) -> None:
 
 def snapshot(states: Any) -> Any:
     """A copy to restore from with copy_state_."""
-    import copy
-
     return copy.deepcopy(states)
 
 
@@ -75,18 +74,14 @@ class StaticDecoder:
     def __init__(self, model: LanguageModel, max_len: int,
                  autocast: Callable[[], ContextManager], use_graph: bool | None = None):
         self.model, self.max_len, self.autocast = model, max_len, autocast
-        self.use_graph = use_graph
+        on_cuda = next(model.parameters()).device.type == "cuda"
+        # "cuda-graph" or "eager", fixed here: the model's device does not change while decoding.
+        self.mode = "cuda-graph" if (on_cuda if use_graph is None else use_graph) else "eager"
         self.states: list[Any] | None = None
         self.token: torch.Tensor | None = None  # (B,) int64, the graph's input
         self.logits: torch.Tensor | None = None  # (B, V), the graph's output
         self.graph: torch.cuda.CUDAGraph | None = None
         self.position = 0  # tokens in the states, counted on the host
-
-    @property
-    def mode(self) -> str:
-        device = next(self.model.parameters()).device
-        wanted = device.type == "cuda" if self.use_graph is None else self.use_graph
-        return "cuda-graph" if wanted else "eager"
 
     @torch.no_grad()
     def prefill(self, prompt: torch.Tensor) -> torch.Tensor:
@@ -141,4 +136,6 @@ class StaticDecoder:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph), _graph_autocast(self.autocast):
             self.logits = self.model.decode_step(self.token, self.states)
-        copy_state_(self.states, saved)  # capture runs nothing, but keep the contract explicit
+        # Capture launches no kernels, but its Python ran: host-side counters (KVCache.filled)
+        # advanced and go back too.
+        copy_state_(self.states, saved)
