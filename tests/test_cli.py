@@ -163,3 +163,21 @@ def test_help_fits_80_columns_without_cutting_text_or_typing_flags(command):
     assert "…" not in out.stdout and "<bool>" not in out.stdout
     assert max(len(line) for line in out.stdout.splitlines()) <= 80
 
+
+
+def test_a_run_with_model_options_records_its_variant_and_keeps_it_on_resume(tmp_path):
+    """--set models.transformer.rope_base=500: every record says so, config.yaml keeps it for
+    `run --resume`, and the run's table names the variant."""
+    out = tmp_path / "rope500"
+    args = ["run", "--task", "lra", "--subtasks", "listops", "--budget", "tiny", "--models", "transformer",
+            "--seeds", "0", "--out", str(out), "--set", "models.transformer.rope_base=500", *FAST]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "transformer[rope_base=500" in (out / "summary.md").read_text()
+    [rec] = read_records(out)
+    assert rec["variant"].startswith("rope_base=500")
+    records = out / "records.jsonl"
+    records.write_text("")  # the cell is lost: resume trains it again from config.yaml
+    assert CliRunner().invoke(app, ["run", "--resume", str(out)]).exit_code == 0
+    [again] = read_records(out)
+    assert again["variant"] == rec["variant"]

@@ -189,3 +189,29 @@ def test_compare_reads_at_80_columns(tmp_path, records):
     assert not any("lra/text" in row for row in table_rows)  # the skipped cell is a line below
     assert any("rows without a result" in line and "lra/text" in line for line in lines)
     assert any("params +7.8% vs transformer" in line for line in lines if not line.startswith("│"))
+
+
+def test_a_variant_is_its_own_row_not_more_seeds_of_the_model(tmp_path):
+    """multistate with pattern=sqrt (or a BiMix ablation) in a second folder: its seeds are
+    not pooled with the default model's, and the table names the variant."""
+    default, variant = tmp_path / "pow2", tmp_path / "sqrt"
+    for seed, acc in ((0, 0.5), (1, 0.7)):
+        append_record(default, _rec("multistate", seed, acc))
+        append_record(variant, dict(_rec("multistate", seed, acc - 0.2), variant="pattern=sqrt"))
+    for seed in (0, 1):
+        append_record(default, _rec("transformer", seed, 0.9))
+    out = tmp_path / "t.json"
+    result = CliRunner().invoke(app, ["compare", str(default), str(variant), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = {r["model"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"transformer", "multistate", "multistate[pattern=sqrt]"}
+    assert rows["multistate"]["n_ok"] == 2 and rows["multistate[pattern=sqrt]"]["n_ok"] == 2
+    assert rows["multistate[pattern=sqrt]"]["mean"] == pytest.approx(0.4)
+
+
+def test_model_variant_names_the_options_set_away_from_the_defaults():
+    from bimix_bench.results.records import model_variant
+
+    defaults = {"pattern": "pow2", "backend": "auto", "conv_width": 4}
+    assert model_variant(dict(defaults), defaults) is None
+    assert model_variant({**defaults, "pattern": "sqrt", "conv_width": 2}, defaults) == "conv_width=2,pattern=sqrt"

@@ -35,6 +35,7 @@ def compare(
     flags comparisons that are not like for like and cells where no model beats the task's
     chance level (uninformative); says per published anchor whether it was reproduced. Where
     a learning-rate grid ran, only each model's chosen rate counts (column lr)."""
+    from bimix_bench.results.records import as_compared
     from bimix_bench.speed.document import is_speed_document, read_document
 
     records, speed_docs = [], {}
@@ -47,7 +48,7 @@ def compare(
         found = _read_records(path)
         if not found:
             raise UsageError(f"no records in {path}")
-        records.extend(found)
+        records.extend(as_compared(found))
 
     models = {rec["model"] for rec in records}
     if versus and records and versus not in models:

@@ -78,7 +78,7 @@ def run(
     from bimix_bench.cli.ui import RUN_VIEW, RichReporter, records_table
     from bimix_bench.engine.device import pick_device
     from bimix_bench.engine.runner import RunRequest, execute
-    from bimix_bench.results.records import resume_records, run_records
+    from bimix_bench.results.records import as_compared, resume_records, run_records
     from bimix_bench.results.tables import records_frame
 
     if data_dir is not None and not data_dir.is_dir():
@@ -103,7 +103,7 @@ def run(
             run_dir = execute(request, reporter)
         if int(os.environ.get("RANK", "0")) != 0:
             return  # torchrun worker: rank 0 reports
-    frame = records_frame(run_records(run_dir))
+    frame = records_frame(as_compared(run_records(run_dir)))
     console.print(records_table(frame, run_dir.name, RUN_VIEW, width=console.width))
     console.print(f"records: {run_dir / 'records.jsonl'}   tables: {run_dir / 'summary.md'}")
 

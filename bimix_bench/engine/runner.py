@@ -31,7 +31,7 @@ from bimix_bench.errors import SkipCell, UsageError
 from bimix_bench.models.backbone import LanguageModel, count_parameters
 from bimix_bench.models.sizing import solve_architecture
 from bimix_bench.registry import MODELS, TASKS
-from bimix_bench.results.records import RecordError, append_record, config_hash
+from bimix_bench.results.records import RecordError, append_record, config_hash, model_variant
 from bimix_bench.results.tables import write_tables
 from bimix_bench.task import TaskData, evaluate_split
 
@@ -127,6 +127,9 @@ def prepare(request: RunRequest) -> tuple[dict[str, Any], list[Cell], Any]:
             raise UsageError(f"unknown subtask {sub!r} of task {request.task!r}; valid: {', '.join(known)}")
     cfg["task"]["subtasks"] = list(subtasks)
     cfg["run"] = {"models": model_names, "data_dir": str(request.data_dir) if request.data_dir else None}
+    variants = {name: model_variant(cfg["models"][name], spec.default_options) for name, spec in specs.items()}
+    if any(variants.values()):  # kept in config.yaml, so a resumed run labels its records the same
+        cfg["run"]["variants"] = {name: v for name, v in variants.items() if v}
     return cfg, _cells(cfg), task
 
 
@@ -560,6 +563,7 @@ def base_record(cell: Cell, cfg: dict[str, Any], run_id: str, env: dict[str, Any
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "task": cfg["task"]["family"], "subtask": cell.subtask, "model": cell.model,
         "seed": cell.seed, "budget": cfg["budget"]["name"],
+        "variant": (cfg["run"].get("variants") or {}).get(cell.model),
         "status": "failed", "reason": None,
         "params": None, "arch": None,
         "tokens_trained": 0, "steps": 0, "best_step": None,

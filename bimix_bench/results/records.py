@@ -144,7 +144,8 @@ _TOP_LEVEL = (
 # "learning_rate": the rate this cell trained at and how it was chosen (LR_ROLES; records
 # before learning-rate grids lack it: one fixed rate). "protocol": the training protocol, the
 # steps it planned and whether early stopping ended training before them.
-_OPTIONAL_TOP_LEVEL = ("distributed", "timings_s", "resumed_at_steps", "learning_rate", "protocol")
+_OPTIONAL_TOP_LEVEL = ("distributed", "timings_s", "resumed_at_steps", "learning_rate", "protocol",
+                       "variant")
 # "fixed": the config's one rate; "grid": one rate of the grid, trained on the first seed;
 # "chosen": a later seed at the grid's best rate on validation.
 LR_ROLES = ("fixed", "grid", "chosen")
@@ -181,6 +182,8 @@ def validate_record(rec: dict) -> None:
             c.fail("created_at", f"not an ISO-8601 timestamp: {rec['created_at']!r}")
     if "seed" in rec:
         c.int_("seed", rec["seed"], minimum=0)
+    if rec.get("variant") is not None:
+        c.str_("variant", rec["variant"], nonempty=True)
 
     status = rec.get("status")
     if "status" in rec and status not in STATUSES:
@@ -502,6 +505,27 @@ def read_records(path: Path) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------
 # Keys and hashes
+
+
+def model_variant(options: dict[str, Any], defaults: dict[str, Any]) -> str | None:
+    """The model options of a run that differ from the model's registered defaults, as
+    "key=value,..." (sorted), or None: what makes e.g. `multistate --set
+    models.multistate.pattern=sqrt` or a BiMix ablation a different entry from the model."""
+    changed = sorted(f"{k}={options[k]}" for k in options if k not in defaults or options[k] != defaults[k])
+    return ",".join(changed) or None
+
+
+def model_label(rec: dict) -> str:
+    """The name a record is compared under: the model, with its variant when it has one
+    ("multistate[pattern=sqrt]"). Within one run folder a model has one variant."""
+    variant = rec.get("variant")
+    return f"{rec['model']}[{variant}]" if variant else rec["model"]
+
+
+def as_compared(records: list[dict]) -> list[dict]:
+    """Records with `model` replaced by model_label, for tables that put runs side by side:
+    a variant is its own row, never pooled with the model's default seeds."""
+    return [{**rec, "model": model_label(rec)} if rec.get("variant") else rec for rec in records]
 
 
 def cell_key(rec: dict) -> tuple[str, str, str, int]:

@@ -18,6 +18,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bimix_bench.metrics.selection import MAIN_METRIC, headline_metric, metric_direction  # noqa: F401
+from bimix_bench.results.records import as_compared
 
 RECORD_COLUMNS = [
     "task", "subtask", "model", "seed", "budget", "status", "reason", "lr", "lr_role", "counted",
@@ -186,7 +187,7 @@ def write_tables(run_dir: Path, records: list[dict]) -> dict[str, Path]:
     into `run_dir`; each file is replaced atomically. Returns {"markdown": ..., "csv": ...}."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    frame = records_frame(records)
+    frame = records_frame(as_compared(records))
     summary = aggregate(frame)
     paths = {"markdown": run_dir / "summary.md", "csv": run_dir / "summary.csv"}
     _write_atomic(paths["markdown"], summary_markdown(frame, summary))

@@ -6,6 +6,7 @@
 # on a fresh machine) outside it: under a 600 s call limit, 540 is safe.
 # QUEUE_FILE lines (blank lines and # comments are skipped):
 #   run NAME GPUS RUN_OPTIONS...   bimix-bench run --budget small RUN_OPTIONS [--gpus GPUS] into
+#                                  (RUN_OPTIONS may name another budget: --budget NAME)
 #                                  results/gpu/NAME, or --resume it when the folder exists (so a
 #                                  committed partial folder is continued, not started again);
 #                                  GPUS "-" runs in this process, "all" spreads cells over every
@@ -43,7 +44,8 @@ while read -r kind name rest; do
     if [[ -f "$job/config.yaml" ]]; then
       command="python3 -m bimix_bench run --resume $job $workers"
     else
-      command="python3 -m bimix_bench run --budget small --out $job $workers $opts"
+      budget="--budget small"; [[ " $opts " == *" --budget "* ]] && budget=""
+      command="python3 -m bimix_bench run $budget --out $job $workers $opts"
     fi
   else
     mkdir -p "$job"; command="$rest"

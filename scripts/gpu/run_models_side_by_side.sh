@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Train one `bimix-bench run` per model at the same time, each in its own folder, on one GPU:
+#   bash scripts/gpu/run_models_side_by_side.sh OUT_DIR MODELS RUN_OPTIONS...
+# e.g. OUT_DIR=runs/x MODELS=transformer,bimix RUN_OPTIONS="--budget cpu --task mqar". For models
+# too small to fill a GPU (the cpu budget's 100K parameters) the processes overlap their Python
+# dispatch; a learning-rate grid must run in one process per model (`run --gpus` refuses it), so
+# this is how such a run is spread. A folder that already exists is resumed, so an interrupted
+# call is continued by calling again. A model entry MODEL@KEY=VALUE trains MODEL with
+# --set models.MODEL.KEY=VALUE into the folder MODEL_VALUE (e.g. multistate@pattern=sqrt). Each process gets OMP_NUM_THREADS=2; `compare` reads the
+# folders together.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out="$1"; models="$2"; shift 2
+mkdir -p "$out"
+pids=()
+for entry in ${models//,/ }; do
+  model="${entry%%@*}"; folder="$out/$model"; extra=()
+  if [[ "$entry" == *@* ]]; then
+    option="${entry#*@}"; folder="$out/${model}_${option#*=}"
+    extra=(--set "models.$model.$option")
+  fi
+  if [[ -f "$folder/config.yaml" ]]; then
+    command=(python3 -m bimix_bench run --resume "$folder")
+  else
+    command=(python3 -m bimix_bench run "$@" --models "$model" "${extra[@]}" --out "$folder")
+  fi
+  OMP_NUM_THREADS=2 "${command[@]}" >"$folder.log" 2>&1 &
+  pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+exit $status
