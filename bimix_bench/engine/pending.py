@@ -22,11 +22,10 @@ from bimix_bench.engine.checkpoint import checkpoint_path, load_checkpoint, save
 from bimix_bench.engine.throughput import record_throughput
 from bimix_bench.engine.trainer import batch_size_for
 from bimix_bench.errors import SkipCell
-from bimix_bench.results.records import RecordError, append_record, read_records, run_records
+from bimix_bench.results.records import RecordError, append_record, read_records, run_records, validate_record
 from bimix_bench.results.tables import write_tables
 
 PENDING_DIR = "pending"
-PENDING = "pending"  # run_cell's status for a trained cell whose throughput is still to measure
 MEASURED_ALONE = "; measured after training, with the device to itself"
 
 
@@ -43,7 +42,9 @@ def park_weights(run_dir: Path, cfg: dict[str, Any], cell, options: dict[str, An
 
 
 def park_record(run_dir: Path, record: dict[str, Any]) -> None:
-    """Write the record so far next to the parked weights (atomically)."""
+    """Write the record so far (status ok, speeds still null) next to the parked weights,
+    atomically; it is checked against the record schema like every stored record."""
+    validate_record(record)
     path = _stem(run_dir, record["task"], record["subtask"], record["model"], record["seed"])
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record))

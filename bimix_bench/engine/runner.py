@@ -23,7 +23,7 @@ from bimix_bench.engine import interrupts
 from bimix_bench.engine.checkpoint import checkpoint_path, save_checkpoint
 from bimix_bench.engine.device import autocast_factory, pick_device
 from bimix_bench.engine.distributed import DistContext, barrier, device_for, init_from_env, shutdown
-from bimix_bench.engine.pending import PENDING, complete_pending, park_record, park_weights, parked_cells
+from bimix_bench.engine.pending import complete_pending, park_record, park_weights, parked_cells
 from bimix_bench.engine.throughput import backends_entry, measure_ddp_train_throughput, record_throughput  # noqa: F401 (re-export)
 from bimix_bench.engine.trainer import Diverged, StepInfo, batch_size_for, train_model
 from bimix_bench.env import environment_info
@@ -31,7 +31,7 @@ from bimix_bench.errors import SkipCell, UsageError
 from bimix_bench.models.backbone import LanguageModel, count_parameters
 from bimix_bench.models.sizing import solve_architecture
 from bimix_bench.registry import MODELS, TASKS
-from bimix_bench.results.records import RecordError, append_record, config_hash, model_variant
+from bimix_bench.results.records import RecordError, append_record, config_hash, model_variant, new_record
 from bimix_bench.results.tables import write_tables
 from bimix_bench.task import TaskData, evaluate_split
 
@@ -273,10 +273,10 @@ def _execute(request: RunRequest, reporter: Reporter | None, dist: DistContext |
         barrier(dist)
         if not is_main:
             continue
-        if record["status"] == PENDING:
+        if request.defer_throughput and record["status"] == "ok":
             park_record(run_dir, record)
             state_path(run_dir, cfg, cell).unlink(missing_ok=True)
-            reporter.cell_finished(cell, {**record, "status": "ok"})
+            reporter.cell_finished(cell, record)
             continue
         try:
             append_record(run_dir, record)
@@ -392,7 +392,7 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
         record["extras"] = _extras(model, data)
         if request.defer_throughput:  # timed later, alone on the device (engine/pending.py)
             park_weights(run_dir, cfg, cell, options, arch, result.best_state)
-            record["status"] = PENDING
+            record["status"] = "ok"  # trained and scored; _execute parks it (speeds still null)
             return record
         throughput_start = time.perf_counter()
         record_throughput(record, model, data, cfg, device, bs_train)
@@ -555,22 +555,11 @@ def data_facts(data: TaskData, cfg: dict[str, Any]) -> dict[str, Any]:
 
 def base_record(cell: Cell, cfg: dict[str, Any], run_id: str, env: dict[str, Any],
                 request: RunRequest) -> dict[str, Any]:
-    from bimix_bench.results.records import SCHEMA_VERSION
-
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run_id,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "task": cfg["task"]["family"], "subtask": cell.subtask, "model": cell.model,
-        "seed": cell.seed, "budget": cfg["budget"]["name"],
-        "variant": (cfg["run"].get("variants") or {}).get(cell.model),
-        "status": "failed", "reason": None,
-        "params": None, "arch": None,
-        "tokens_trained": 0, "steps": 0, "best_step": None,
-        "metrics": {"val": {}, "test": {}},
-        "throughput": {"train_tokens_per_s": None, "inference_tokens_per_s": None,
-                       "decode_tokens_per_s": None},
-        "peak_memory_bytes": None, "wall_time_s": 0.0,
-        "backends": {}, "data": {}, "config": cfg, "config_hash": config_hash(cfg),
-        "environment": env, "extras": {},
-    }
+    """A cell's record before it ran (status failed until the cell says otherwise)."""
+    return new_record(
+        run_id=run_id,
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        task=cfg["task"]["family"], subtask=cell.subtask, model=cell.model, seed=cell.seed,
+        budget=cfg["budget"]["name"], variant=(cfg["run"].get("variants") or {}).get(cell.model),
+        config=cfg, config_hash=config_hash(cfg), environment=env,
+    )

@@ -7,8 +7,8 @@ fsync. A torn last line (a crash mid-write) is cut from the file by the next app
 any line that is not a valid record: such lines are skipped with a warning rather than failing
 the whole table; resume_records instead refuses a file with such a line before its last.
 
-The schema (version 1) is checked field by field by `validate_record`; every message starts with
-``field <dotted.path>:`` so a bad record is easy to locate.
+The record itself is defined once, in record_schema.py (typed dataclasses); `validate_record`
+checks each record against that definition before it is written.
 """
 
 from __future__ import annotations
@@ -16,322 +16,17 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import math
 import os
-import re
 import warnings
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from bimix_bench.errors import UsageError
-
-SCHEMA_VERSION = 1
-RECORDS_FILE = "records.jsonl"
-
-STATUSES = ("ok", "diverged", "oom", "skipped", "failed")
-# A cell that never built or ran its model has no sizes, metrics or speeds to report.
-_NOTHING_RAN = ("skipped", "failed")
-THROUGHPUT_KINDS = ("train_tokens_per_s", "inference_tokens_per_s", "decode_tokens_per_s")
-METRIC_SPLITS = ("val", "test")
-_HASH_RE = re.compile(r"^[0-9a-f]{16}$")
-
-
-class RecordError(ValueError):
-    """A record does not follow the schema. `errors` lists every problem found, each message
-    starting with ``field <path>:``."""
-
-    def __init__(self, errors: list[str]):
-        self.errors = list(errors)
-        super().__init__("; ".join(self.errors))
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation
-
-
-class _Checker:
-    """Collects schema violations so that one RecordError reports all of them."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def fail(self, field: str, message: str) -> None:
-        self.errors.append(f"field {field}: {message}")
-
-    # Each check returns True when the value passed, so callers can descend only into
-    # well-typed containers.
-    def int_(self, field: str, value: Any, minimum: int | None = None) -> bool:
-        # bool is a subclass of int in Python but never a meaningful count here.
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(field, f"expected an integer, got {_describe(value)}")
-            return False
-        if minimum is not None and value < minimum:
-            self.fail(field, f"must be >= {minimum}, got {value}")
-            return False
-        return True
-
-    def number(self, field: str, value: Any, minimum: float | None = None,
-               positive: bool = False) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(field, f"expected a number, got {_describe(value)}")
-            return False
-        if not math.isfinite(value):
-            # Strict JSON has no NaN/Infinity; a diverged cell reports status "diverged".
-            self.fail(field, f"must be a finite number, got {value}")
-            return False
-        if positive and value <= 0:
-            self.fail(field, f"must be > 0, got {value}")
-            return False
-        if minimum is not None and value < minimum:
-            self.fail(field, f"must be >= {minimum}, got {value}")
-            return False
-        return True
-
-    def str_(self, field: str, value: Any, nonempty: bool = False) -> bool:
-        if not isinstance(value, str):
-            self.fail(field, f"expected a string, got {_describe(value)}")
-            return False
-        if nonempty and not value:
-            self.fail(field, "must not be empty")
-            return False
-        return True
-
-    def list_(self, field: str, value: Any) -> bool:
-        if not isinstance(value, list):
-            self.fail(field, f"expected a list, got {_describe(value)}")
-            return False
-        return True
-
-    def dict_(self, field: str, value: Any) -> bool:
-        if not isinstance(value, dict):
-            self.fail(field, f"expected an object, got {_describe(value)}")
-            return False
-        for key in value:
-            if not isinstance(key, str):
-                self.fail(f"{field}.{key}", f"keys must be strings, got {_describe(key)}")
-                return False
-        return True
-
-    def keys(self, field: str, value: dict, required: tuple[str, ...],
-             optional: tuple[str, ...] = ()) -> None:
-        prefix = f"{field}." if field else ""
-        for key in required:
-            if key not in value:
-                self.fail(prefix + key, "missing")
-        for key in value:
-            if key not in required and key not in optional:
-                self.fail(prefix + str(key), "unknown field")
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{type(value).__name__} ({text})"
-
-
-_TOP_LEVEL = (
-    "schema_version", "run_id", "created_at", "task", "subtask", "model", "seed", "budget",
-    "status", "reason", "params", "arch", "tokens_trained", "steps", "best_step", "metrics",
-    "throughput", "peak_memory_bytes", "wall_time_s", "backends", "data", "config",
-    "config_hash", "environment", "extras",
+from bimix_bench.results.record_schema import (  # noqa: F401 (the record's names, re-exported)
+    SCHEMA_VERSION, STATUSES, THROUGHPUT_KINDS, RecordError, new_record, validate_record,
 )
-# "distributed": only for multi-process (torchrun) runs: world size, tokens/s per GPU over one
-# GPU. "timings_s": seconds per phase of the cell (records before it was added lack it).
-# "resumed_at_steps": the steps at which training continued from a saved state after an
-# interruption (then wall_time_s covers the last process only, timings_s the whole training).
-# "learning_rate": the rate this cell trained at and how it was chosen (LR_ROLES; records
-# before learning-rate grids lack it: one fixed rate). "protocol": the training protocol, the
-# steps it planned and whether early stopping ended training before them.
-_OPTIONAL_TOP_LEVEL = ("distributed", "timings_s", "resumed_at_steps", "learning_rate", "protocol",
-                       "variant")
-# "fixed": the config's one rate; "grid": one rate of the grid, trained on the first seed;
-# "chosen": a later seed at the grid's best rate on validation.
-LR_ROLES = ("fixed", "grid", "chosen")
-_PARAMS_INT = ("total", "non_embedding", "target_non_embedding")
-_ARCH_INT = ("d_model", "n_layers", "n_heads", "ffn_hidden", "max_seq_len")
 
-
-def validate_record(rec: dict) -> None:
-    """Check `rec` against schema version 1; raise RecordError naming every bad field."""
-    c = _Checker()
-    if not isinstance(rec, dict):
-        raise RecordError([f"field <record>: expected an object, got {_describe(rec)}"])
-    c.keys("", rec, _TOP_LEVEL, _OPTIONAL_TOP_LEVEL)
-    if "distributed" in rec and c.dict_("distributed", rec["distributed"]):
-        dist = rec["distributed"]
-        c.keys("distributed", dist, ("world_size", "scaling_efficiency", "method"))
-        if "world_size" in dist:
-            c.int_("distributed.world_size", dist["world_size"], minimum=1)
-        if dist.get("scaling_efficiency") is not None:
-            c.number("distributed.scaling_efficiency", dist["scaling_efficiency"], minimum=0)
-        if "method" in dist:
-            c.str_("distributed.method", dist["method"])
-
-    if "schema_version" in rec and c.int_("schema_version", rec["schema_version"]):
-        if rec["schema_version"] != SCHEMA_VERSION:
-            c.fail("schema_version", f"expected {SCHEMA_VERSION}, got {rec['schema_version']}")
-    for name in ("run_id", "task", "subtask", "model", "budget"):
-        if name in rec:
-            c.str_(name, rec[name], nonempty=name != "subtask")
-    if "created_at" in rec and c.str_("created_at", rec["created_at"]):
-        try:
-            datetime.fromisoformat(rec["created_at"])
-        except ValueError:
-            c.fail("created_at", f"not an ISO-8601 timestamp: {rec['created_at']!r}")
-    if "seed" in rec:
-        c.int_("seed", rec["seed"], minimum=0)
-    if rec.get("variant") is not None:
-        c.str_("variant", rec["variant"], nonempty=True)
-
-    status = rec.get("status")
-    if "status" in rec and status not in STATUSES:
-        c.fail("status", f"must be one of {', '.join(STATUSES)}; got {_describe(status)}")
-    if "reason" in rec:
-        reason = rec["reason"]
-        if reason is not None:
-            c.str_("reason", reason)
-        elif status in STATUSES and status != "ok":
-            c.fail("reason", f"required (a string) when status is {status!r}")
-    nothing_ran = status in _NOTHING_RAN
-
-    if "params" in rec:
-        _check_params(c, rec["params"], may_be_null=nothing_ran)
-    if "arch" in rec:
-        _check_arch(c, rec["arch"], may_be_null=nothing_ran)
-    for name in ("tokens_trained", "steps"):
-        if name in rec:
-            c.int_(name, rec[name], minimum=0)
-    if rec.get("best_step") is not None:
-        c.int_("best_step", rec["best_step"], minimum=0)
-    if "metrics" in rec:
-        _check_metrics(c, rec["metrics"], status)
-    if "throughput" in rec:
-        _check_throughput(c, rec["throughput"], may_be_null=nothing_ran)
-    if rec.get("peak_memory_bytes") is not None:
-        c.int_("peak_memory_bytes", rec["peak_memory_bytes"], minimum=0)
-    if "wall_time_s" in rec:
-        c.number("wall_time_s", rec["wall_time_s"], minimum=0)
-    if "timings_s" in rec and c.dict_("timings_s", rec["timings_s"]):
-        for phase, seconds in rec["timings_s"].items():
-            c.number(f"timings_s.{phase}", seconds, minimum=0)
-    if "resumed_at_steps" in rec and c.list_("resumed_at_steps", rec["resumed_at_steps"]):
-        for i, step in enumerate(rec["resumed_at_steps"]):
-            c.int_(f"resumed_at_steps[{i}]", step, minimum=0)
-    if "learning_rate" in rec:
-        _check_learning_rate(c, rec["learning_rate"])
-    if "protocol" in rec and c.dict_("protocol", rec["protocol"]):
-        proto = rec["protocol"]
-        c.keys("protocol", proto, ("name", "planned_steps", "stopped_early", "selection_metric"),
-               optional=("early_stop_at",))
-        if "name" in proto:
-            c.str_("protocol.name", proto["name"], nonempty=True)
-        if "planned_steps" in proto:
-            c.int_("protocol.planned_steps", proto["planned_steps"], minimum=0)
-        if "stopped_early" in proto and not isinstance(proto["stopped_early"], bool):
-            c.fail("protocol.stopped_early", f"expected true or false, got {_describe(proto['stopped_early'])}")
-        if "selection_metric" in proto:
-            c.str_("protocol.selection_metric", proto["selection_metric"], nonempty=True)
-    if "backends" in rec and c.dict_("backends", rec["backends"]):
-        for key, value in rec["backends"].items():
-            c.str_(f"backends.{key}", value)
-    for name in ("data", "config", "environment", "extras"):
-        if name in rec:
-            c.dict_(name, rec[name])
-    if "config_hash" in rec and c.str_("config_hash", rec["config_hash"]):
-        if not _HASH_RE.match(rec["config_hash"]):
-            c.fail("config_hash", f"expected 16 lowercase hex digits, got {rec['config_hash']!r}")
-
-    if c.errors:
-        raise RecordError(c.errors)
-
-
-def _check_params(c: _Checker, params: Any, may_be_null: bool) -> None:
-    if params is None and may_be_null:
-        return
-    if not c.dict_("params", params):
-        return
-    c.keys("params", params, _PARAMS_INT + ("relative_error",))
-    ok = all(c.int_(f"params.{k}", params[k], minimum=0) for k in _PARAMS_INT if k in params)
-    if "relative_error" in params and c.number("params.relative_error", params["relative_error"]):
-        if ok and all(k in params for k in _PARAMS_INT):
-            target = params["target_non_embedding"]
-            if target <= 0:
-                c.fail("params.target_non_embedding", f"must be > 0, got {target}")
-                return
-            expected = (params["non_embedding"] - target) / target
-            if abs(params["relative_error"] - expected) > 1e-6 * max(1.0, abs(expected)):
-                c.fail("params.relative_error",
-                       f"{params['relative_error']} disagrees with (non_embedding - target) / "
-                       f"target = {expected:.6g}")
-
-
-def _check_learning_rate(c: _Checker, lr: Any) -> None:
-    if not c.dict_("learning_rate", lr):
-        return
-    c.keys("learning_rate", lr, ("lr", "grid", "role"), optional=("chosen_from",))
-    if "lr" in lr:
-        c.number("learning_rate.lr", lr["lr"], positive=True)
-    if "grid" in lr and c.list_("learning_rate.grid", lr["grid"]):
-        for i, rate in enumerate(lr["grid"]):
-            c.number(f"learning_rate.grid[{i}]", rate, positive=True)
-    if "role" in lr and lr["role"] not in LR_ROLES:
-        c.fail("learning_rate.role", f"must be one of {', '.join(LR_ROLES)}; got {_describe(lr['role'])}")
-    if "chosen_from" in lr and c.dict_("learning_rate.chosen_from", lr["chosen_from"]):
-        for rate, value in lr["chosen_from"].items():
-            if value is not None:
-                c.number(f"learning_rate.chosen_from.{rate}", value)
-
-
-def _check_arch(c: _Checker, arch: Any, may_be_null: bool) -> None:
-    if arch is None and may_be_null:
-        return
-    if not c.dict_("arch", arch):
-        return
-    c.keys("arch", arch, _ARCH_INT + ("head", "n_classes"), optional=("vocab_size",))
-    if "vocab_size" in arch:
-        c.int_("arch.vocab_size", arch["vocab_size"], minimum=1)
-    for key in _ARCH_INT:
-        if key in arch:
-            c.int_(f"arch.{key}", arch[key], minimum=1)
-    if "n_classes" in arch:
-        c.int_("arch.n_classes", arch["n_classes"], minimum=0)  # 0 for a language-model head
-    if "head" in arch:
-        c.str_("arch.head", arch["head"], nonempty=True)
-
-
-def _check_metrics(c: _Checker, metrics: Any, status: Any) -> None:
-    if metrics is None and status in _NOTHING_RAN:
-        return
-    if not c.dict_("metrics", metrics):
-        return
-    # A finished run scores both splits; a cell that stopped early may have scored neither.
-    required = METRIC_SPLITS if status == "ok" else ()
-    c.keys("metrics", metrics, required, optional=METRIC_SPLITS)
-    for split in METRIC_SPLITS:
-        if split in metrics and c.dict_(f"metrics.{split}", metrics[split]):
-            for name, value in metrics[split].items():
-                c.number(f"metrics.{split}.{name}", value)
-
-
-def _check_throughput(c: _Checker, throughput: Any, may_be_null: bool) -> None:
-    if throughput is None and may_be_null:
-        return
-    if not c.dict_("throughput", throughput):
-        return
-    c.keys("throughput", throughput, THROUGHPUT_KINDS)
-    for kind in THROUGHPUT_KINDS:
-        m = throughput.get(kind)
-        field = f"throughput.{kind}"
-        if m is None or not c.dict_(field, m):
-            continue
-        c.keys(field, m, ("value", "method", "backend"))
-        if "value" in m:
-            c.number(f"{field}.value", m["value"], positive=True)
-        for key in ("method", "backend"):
-            if key in m:
-                c.str_(f"{field}.{key}", m[key], nonempty=True)
+RECORDS_FILE = "records.jsonl"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,7 +241,7 @@ def config_hash(cfg: dict) -> str:
 
 __all__: list[str] = [
     "SCHEMA_VERSION", "RECORDS_FILE", "STATUSES", "THROUGHPUT_KINDS", "RecordError",
-    "validate_record", "append_record", "read_records", "records_path", "cell_key",
+    "validate_record", "new_record", "append_record", "read_records", "records_path", "cell_key",
     "repair_torn_tail", "resume_records",
-    "canonical_json", "config_hash",
+    "canonical_json", "config_hash", "model_variant", "model_label", "as_compared",
 ]
