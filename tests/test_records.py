@@ -424,3 +424,27 @@ def test_git_dirty_counts_code_changes_but_not_result_folders(tmp_path):
     assert _git_state(tmp_path) == (sha, False)
     (tmp_path / "model.py").write_text("x = 2\n")
     assert _git_state(tmp_path) == (sha, True)
+
+
+def test_the_record_is_defined_once_and_built_from_that_definition():
+    """The runner's empty record comes from the Record dataclass and validates against it; a
+    field added to the dataclass is both built and checked (no second schema to forget)."""
+    import dataclasses
+
+    from bimix_bench.results.record_schema import Record, new_record
+
+    rec = new_record(run_id="r", created_at="2025-01-01T00:00:00+00:00", task="lra",
+                     subtask="listops", model="transformer", seed=0, budget="tiny",
+                     config=_CONFIG, config_hash=config_hash(_CONFIG), environment={},
+                     reason="not run yet")
+    validate_record(rec)
+    required = {f.name for f in dataclasses.fields(Record) if not f.metadata.get("optional")}
+    assert required <= set(rec)
+    assert set(make_record()) <= {f.name for f in dataclasses.fields(Record)}
+
+
+def test_a_trained_cell_waiting_for_its_speeds_is_a_valid_ok_record():
+    validate_record(make_record(throughput={"train_tokens_per_s": None, "inference_tokens_per_s": None,
+                                            "decode_tokens_per_s": None}))
+    with pytest.raises(RecordError, match="field status"):
+        validate_record(make_record(status="pending"))
