@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bimix_bench.bimix.kernels.basis import dct_query_key_features
+from bimix_bench.bimix.kernels.basis import dct_features_from_zero, dct_query_key_features
 from bimix_bench.bimix.kernels.chunked import gated_dct_queries_keys
 from bimix_bench.bimix.kernels.dispatch import SpectralBranches
 from bimix_bench.bimix.kernels.reference import compute_dtype
@@ -65,7 +65,7 @@ def state_after_prefix(
     v32 = v.to(cd)
     positions = torch.arange(T, device=v.device)
     if state.dct_state is not None:
-        _, k = dct_query_key_features(positions, spec.dct_amplitude.shape[1], spec.horizon, cd)
+        _, k = dct_features_from_zero(T, spec.dct_amplitude.shape[1], spec.horizon, cd, v.device)
         age = (T - 1 - positions).to(cd)  # decays rho^(T-1-s) to the last position
         weight = torch.exp(spec.log_rho.to(cd)[:, None] * age[None, :])  # (H, T)
         state.dct_state.copy_(torch.einsum("hs,sk,bshp->bhkp", weight, k, v32))
@@ -90,7 +90,8 @@ def decode_core(
     pos = state.position  # (1,), on the device: no host copy, no wait for the GPU
     if state.dct_state is not None:
         g = spec.branch_gates(gates, "dct")[:, None]  # (B|1, 1, H, NB)
-        q, k = gated_dct_queries_keys(pos, g, spec.dct_amplitude, spec.horizon, cd)
+        features = dct_query_key_features(pos, spec.dct_amplitude.shape[1], spec.horizon, cd)
+        q, k = gated_dct_queries_keys(features, g, spec.dct_amplitude, cd)
         q_t = q[:, 0].expand(B, H, q.shape[-1])
         k_t = k.expand(B, H, k.shape[-1])
         y, dct_state = recurrent_step(state.dct_state, q_t, k_t, v32, state.log_rho, 1.0)

@@ -15,9 +15,9 @@ decode step costs a slice, not a fresh trigonometry kernel per layer.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
+
+from bimix_bench.ops.constants import cached_constant
 
 DEFAULT_ROPE_BASE = 10000.0
 _MIN_TABLE_LENGTH = 256
@@ -37,20 +37,17 @@ def _table_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-@lru_cache(maxsize=32)
+@cached_constant()
 def _rope_table(
     length: int, head_dim: int, base: float, device: torch.device, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin: (length, Dh/2) in `dtype`, for positions 0 .. length - 1."""
-    # Cached tensors must be ordinary ones even when first requested under inference_mode,
-    # or a later training step could not save them for backward.
-    with torch.inference_mode(False), torch.no_grad():
-        # Angles in float64 so that large positions keep their exact phase (MPS has no float64).
-        angle_dtype = torch.float32 if device.type == "mps" else torch.float64
-        positions = torch.arange(length, dtype=angle_dtype, device=device)  # (length,)
-        inv_freq = rope_inverse_frequencies(head_dim, base, device).to(angle_dtype)  # (Dh/2,)
-        angles = positions[:, None] * inv_freq[None, :]  # (length, Dh/2)
-        return angles.cos().to(dtype), angles.sin().to(dtype)
+    # Angles in float64 so that large positions keep their exact phase (MPS has no float64).
+    angle_dtype = torch.float32 if device.type == "mps" else torch.float64
+    positions = torch.arange(length, dtype=angle_dtype, device=device)  # (length,)
+    inv_freq = rope_inverse_frequencies(head_dim, base, device).to(angle_dtype)  # (Dh/2,)
+    angles = positions[:, None] * inv_freq[None, :]  # (length, Dh/2)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
 def rope_cos_sin(

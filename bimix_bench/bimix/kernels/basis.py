@@ -4,6 +4,9 @@ from exact integers, and the Chebyshev basis over the window.
 Angles are never formed as float(omega) * float(t): at t ~ 3e4 a float32 product loses ~3e-3 rad.
 Instead the phase is reduced as an integer first (k * t mod the period), so the only rounding
 is one multiply by pi / (2 N) on a number below 4 N.
+
+What depends only on sizes (band partitions, the Chebyshev basis, the DCT features of positions
+0..T-1) is built once per size, dtype and device (ops/constants.py), not in every forward.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import math
 
 import torch
 
+from bimix_bench.ops.constants import cached_constant
 
+
+@cached_constant()
 def band_index(n_index: int, n_bands: int, device: torch.device | None = None) -> torch.Tensor:
     """Band of each index k in [0, n_index): contiguous bands of (nearly) equal size. (n_index,)"""
     if not 1 <= n_bands <= n_index:
@@ -20,6 +26,7 @@ def band_index(n_index: int, n_bands: int, device: torch.device | None = None) -
     return torch.arange(n_index, device=device) * n_bands // n_index
 
 
+@cached_constant()
 def band_one_hot(n_index: int, n_bands: int, dtype: torch.dtype, device=None) -> torch.Tensor:
     """(n_index, n_bands) 0/1 matrix; summing per-index terms into bands is a matmul with it."""
     # A comparison, not F.one_hot: one_hot reads the largest index back to the host to check
@@ -65,6 +72,14 @@ def dct_query_key_features(
     return q.to(dtype), k.to(dtype)
 
 
+@cached_constant(maxsize=8)
+def dct_features_from_zero(length: int, n_freq: int, horizon: int, dtype: torch.dtype,
+                           device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """dct_query_key_features of positions 0 .. length - 1: (q, k), each (length, 2 * n_freq)."""
+    return dct_query_key_features(torch.arange(length, device=device), n_freq, horizon, dtype)
+
+
+@cached_constant()
 def chebyshev_basis(n_poly: int, window: int, dtype: torch.dtype, device=None) -> torch.Tensor:
     """T_k(1 - 2 tau / (W - 1)) for k < n_poly, tau < W: (n_poly, W). The current token (tau = 0)
     sits at x = 1, where the polynomials resolve finest. Three-term recurrence, stable on [-1, 1]."""

@@ -18,20 +18,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bimix_bench.bimix.kernels.basis import band_index, dct_query_key_features
+from bimix_bench.bimix.kernels.basis import band_index, dct_features_from_zero
+from bimix_bench.ops.constants import cached_constant
 
 
 def gated_dct_queries_keys(
-    positions: torch.Tensor,
+    features: tuple[torch.Tensor, torch.Tensor],
     gates: torch.Tensor,
     amplitude: torch.Tensor,
-    horizon: int,
     dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """positions (T,) int64, gates (B|1, T|1, H, NB), amplitude (H, K_d)
-    -> q (B|1, T, H, 2 K_d) carrying g_{t,band(k)} a_{h,k}, k (T, 2 K_d)."""
+    """features (q_basis, k_basis) of T positions, each (T, 2 K_d) (basis.py), gates
+    (B|1, T|1, H, NB), amplitude (H, K_d) -> q (B|1, T, H, 2 K_d) carrying g_{t,band(k)} a_{h,k},
+    k (T, 2 K_d)."""
     H, K = amplitude.shape
-    q_basis, k_basis = dct_query_key_features(positions, K, horizon, dtype)  # (T, 2K) each
+    q_basis, k_basis = features
     gate_per_freq = gates[..., band_index(K, gates.shape[-1], gates.device)]  # (B|1, T|1, H, K)
     weight = (gate_per_freq * amplitude).repeat(1, 1, 1, 2)  # cos and sin halves share it
     return weight.to(dtype) * q_basis[None, :, None, :], k_basis
@@ -53,8 +54,8 @@ def dct_branch_linear_attention(
     from bimix_bench.ops.linear_recurrence import gated_linear_attention
 
     B, T, H, _ = v.shape
-    positions = torch.arange(T, device=v.device)
-    q, k = gated_dct_queries_keys(positions, gates, amplitude, horizon, v.dtype)
+    features = dct_features_from_zero(T, amplitude.shape[1], horizon, v.dtype, v.device)
+    q, k = gated_dct_queries_keys(features, gates, amplitude, v.dtype)
     k = k[None, :, None, :]  # (1, T, 1, 2K)
     q = q.expand(B, T, H, q.shape[-1])
     k = k.expand(B, T, H, k.shape[-1])
@@ -71,11 +72,18 @@ def block_toeplitz_band_matrices(kernels: torch.Tensor, chunk: int) -> torch.Ten
     W = kernels.shape[-1]
     if W > chunk:
         raise ValueError(f"chunk {chunk} must be >= window {W}")
-    rows = torch.arange(chunk, device=kernels.device)[:, None]
-    cols = torch.arange(2 * chunk, device=kernels.device)[None, :]
-    lag = rows + chunk - cols  # (C, 2C)
-    valid = (lag >= 0) & (lag < W)
-    return kernels[..., lag.clamp(0, W - 1)] * valid
+    lag, valid = _toeplitz_lags(chunk, W, kernels.device)
+    return kernels[..., lag] * valid
+
+
+@cached_constant()
+def _toeplitz_lags(chunk: int, window: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, 2C) lag of each [previous chunk; this chunk] column from each row, clamped into the
+    window, and whether it lies in [0, window)."""
+    rows = torch.arange(chunk, device=device)[:, None]
+    cols = torch.arange(2 * chunk, device=device)[None, :]
+    lag = rows + chunk - cols
+    return lag.clamp(0, window - 1), (lag >= 0) & (lag < window)
 
 
 def cheb_branch_block_toeplitz(
@@ -96,9 +104,6 @@ def cheb_branch_block_toeplitz(
         gates = F.pad(gates, (0, 0, 0, 0, 0, pad))
     gates = gates.reshape(gates.shape[0], -1, 1 if gates.shape[1] == 1 else C, H, NB)
     matrices = block_toeplitz_band_matrices(kernels, C).to(v.dtype)  # (H, NB, C, 2C)
-    out = None
-    for band in range(NB):
-        u = torch.einsum("hij,bnjhp->bnihp", matrices[:, band], v_pair)  # (B, n, C, H, P)
-        term = gates[..., band, None].to(v.dtype) * u
-        out = term if out is None else out + term
+    per_band = torch.einsum("hkij,bnjhp->bnihkp", matrices, v_pair)  # (B, n, C, H, NB, P)
+    out = torch.einsum("bnihk,bnihkp->bnihp", gates.to(v.dtype), per_band)  # gate-weighted sum
     return out.reshape(B, n * C, H, P)[:, :T]
