@@ -33,6 +33,7 @@ BUILTIN_TASKS = (
     "bimix_bench.tasks.long_code",
     "bimix_bench.tasks.multidoc_qa",
     "bimix_bench.tasks.state_tracking",
+    "bimix_bench.tasks.babilong",
 )
 
 
