@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
 
     from bimix_bench.config import load_budget
+    from bimix_bench.config.sections import train_config
     from bimix_bench.engine.device import autocast_factory, pick_device, resolved_precision
     from bimix_bench.env import environment_info
     from bimix_bench.speed.host_share import measure
@@ -49,13 +50,13 @@ def main(argv: list[str] | None = None) -> dict:
     device = pick_device(args.device)
     autocast = autocast_factory(device, resolved_precision(device, "auto"))
     kinds = tuple(k for k in args.kinds.split(",") if k)
-    budget = load_budget(args.budget)
+    train = train_config(load_budget(args.budget))
     figures: dict[str, dict] = {}
     rows = []
     for name in [m for m in args.models.split(",") if m]:
         model = sized_model(name, args.budget, args.context, device)
         cell = build_cell(model, args.context, args.tokens_per_batch, kinds, device, autocast,
-                          budget["train"], args.decode_tokens)
+                          train, args.decode_tokens)
         figures[name] = {"unavailable": cell.unavailable}
         for kind, work in cell.workloads.items():
             share = measure(work.timed.run, device, args.repeats, setup=work.timed.setup)

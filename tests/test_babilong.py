@@ -15,7 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from bimix_bench.cli.app import app
-from bimix_bench.config import budget_names, resolve_config
+from bimix_bench.config import budget_names, deep_merge, load_budget, resolve_config
 from bimix_bench.errors import SkipCell
 from bimix_bench.models.tokenizer import BOS, EOS, SEP, VOCAB_SIZE
 from bimix_bench.registry import TASKS
@@ -330,7 +330,7 @@ class ScriptedReader(torch.nn.Module):
 def test_exact_match_through_generation():
     make = example_maker("qa1", CFG, seed=0)
     examples = [make("test", i, 600) for i in range(8)]
-    cfg = {"train": {"precision": "fp32"}, "eval": {"test_examples": 100}}
+    cfg = deep_merge(load_budget("tiny"), {"train": {"precision": "fp32"}, "eval": {"test_examples": 100}})
     key = lambda e: tuple(e.qa.prompt.long().tolist())  # noqa: E731
     right = {key(e): f"{e.answer}." for e in examples}
     out = answer_metrics(ScriptedReader(right), examples, TASK_LABELS["qa1"], torch.device("cpu"), cfg,

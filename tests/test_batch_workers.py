@@ -8,6 +8,8 @@ import itertools
 import pytest
 import torch
 
+from bimix_bench.config import load_budget
+from bimix_bench.config.sections import train_config
 from bimix_bench.engine.batch_workers import batches_of, skipped
 from bimix_bench.engine.trainer import data_workers
 from bimix_bench.tasks.mqar import load_mqar
@@ -57,7 +59,9 @@ def test_stream_windows_come_through_workers_too():
 
 
 def test_workers_serve_gpu_training_only():
-    cfg = {"data_workers": 4}
-    assert data_workers(cfg, torch.device("cpu")) == 0
-    assert data_workers(cfg, torch.device("cuda")) == 4
-    assert data_workers({}, torch.device("cuda")) == 0
+    tiny = load_budget("tiny")["train"]
+    four = train_config({"train": {**tiny, "data_workers": 4}})
+    assert data_workers(four, torch.device("cpu")) == 0
+    assert data_workers(four, torch.device("cuda")) == 4
+    unset = train_config({"train": {k: v for k, v in tiny.items() if k != "data_workers"}})
+    assert data_workers(unset, torch.device("cuda")) == 0

@@ -7,12 +7,16 @@ import torch
 
 from bimix_bench.bimix import gate_solver
 from bimix_bench.bimix.gating import LOGIT_CLAMP
+from bimix_bench.config import deep_merge, load_budget
+from bimix_bench.config.sections import train_config
 from bimix_bench.engine.optim import build_optimizer
 from bimix_bench.models.mixer import TrainProgress
 from tests.bimix_fixtures import make_mixer, randomize_spectral
 from tests.host_reads import no_host_reads
 
 TOTAL = 10
+# The shared optimizer as a run builds it (weight decay 0.1), at a learning rate of 1e-3.
+TRAIN = train_config(deep_merge(load_budget("tiny"), {"train": {"lr": 1e-3, "weight_decay": 0.1}}))
 
 
 def step(mixer, k: int, lr: float = 1e-3) -> None:
@@ -190,7 +194,7 @@ def test_gradients_reach_G_in_phase_one_and_the_network_in_phase_two():
 
 def test_static_gates_are_left_out_of_the_shared_optimizer():
     mixer = make_mixer()
-    optimizer = build_optimizer(mixer, {"weight_decay": 0.1, "lr": 1e-3})
+    optimizer = build_optimizer(mixer, TRAIN)
     in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
     no_decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]}
     assert id(mixer.gates.static) not in in_optimizer  # stepped by its own proximal step
@@ -282,8 +286,8 @@ def test_fixed_gates_stay_at_one_half_whatever_the_gradient():
     for k in range(1, TOTAL + 1):
         step(mixer, k)
     assert torch.all(mixer.gates.static == 0.5) and mixer.gates.current_phase == 1
-    assert not any(p is mixer.gates.static for g in build_optimizer(mixer, {"lr": 1e-3, "weight_decay": 0.1})
-                   .param_groups for p in g["params"])
+    assert not any(p is mixer.gates.static for g in build_optimizer(mixer, TRAIN).param_groups
+                   for p in g["params"])
 
 
 def test_the_proximal_step_reads_nothing_back_from_the_device():

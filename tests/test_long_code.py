@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from bimix_bench.cli.app import app
+from bimix_bench.config import deep_merge, load_budget
 from bimix_bench.errors import SkipCell
 from bimix_bench.models.tokenizer import SEP
 from bimix_bench.registry import MODELS, TASKS
@@ -36,7 +37,8 @@ from bimix_bench.tasks.long_code.sources import (
 from tests.test_qa_metrics import tiny_language_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
-RUN_CFG = {"train": {"precision": "fp32"}, "eval": {"test_examples": 6, "val_examples": 6, "batch_size": 4}}
+RUN_CFG = deep_merge(load_budget("tiny"), {"train": {"precision": "fp32"},
+                                            "eval": {"test_examples": 6, "val_examples": 6, "batch_size": 4}})
 HF_CFG = {"text_column": "content", "path_columns": ["repo_name", "path"], "max_files": 0,
           "from_hub": False, "hub_id": "codeparrot/codeparrot-clean-valid", "hub_config": "",
           "hub_split": "train"}

@@ -15,6 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from bimix_bench.cli.app import app
+from bimix_bench.config import deep_merge, load_budget
 from bimix_bench.errors import SkipCell
 from bimix_bench.models.tokenizer import BOS, EOS, SEP, VOCAB_SIZE
 from bimix_bench.registry import TASKS
@@ -37,7 +38,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "multidoc_qa"
 SETTINGS = {"multikey_needle": {"n_keys": 4}, "multivalue": {"n_values": 3, "n_distractors": 2},
             "variable_tracking": {"n_chains": 3, "n_hops": 3}, "bridge": {"n_distractors": 3}}
 CONTEXT, N_DOCS, BUCKETS = 2048, 5, 5
-RUN_CFG = {"train": {"precision": "fp32"}, "eval": {"test_examples": 100}}
+RUN_CFG = deep_merge(load_budget("tiny"), {"train": {"precision": "fp32"}, "eval": {"test_examples": 100}})
 
 
 def make(subtask: str, i: int, seed: int = 0) -> QAExample:
@@ -286,7 +287,7 @@ def test_qa_metrics_with_scripted_answers():
     out = qa_metrics(ScriptedReader(half), examples, torch.device("cpu"), RUN_CFG, 7, 4, BUCKETS)
     assert out["exact_match"] == 0.5 and out["f1"] == 0.5
     limited = qa_metrics(ScriptedReader(half), examples, torch.device("cpu"),
-                         {**RUN_CFG, "eval": {"test_examples": 3}}, 7, 4, BUCKETS)
+                         deep_merge(RUN_CFG, {"eval": {"test_examples": 3}}), 7, 4, BUCKETS)
     assert limited["n_questions"] == 3
 
 

@@ -12,6 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from bimix_bench.cli.app import app
+from bimix_bench.config import load_budget
+from bimix_bench.config.sections import train_config
 from bimix_bench.errors import UsageError
 from bimix_bench.models.backbone import Architecture, LanguageModel
 from bimix_bench.registry import MODELS
@@ -98,8 +100,8 @@ def test_decode_state_is_restored_before_every_call():
     spec = MODELS.get("transformer").obj
     torch.manual_seed(0)
     model = LanguageModel(Architecture(16, 1, 2, 32, 12), spec, dict(spec.default_options))
-    cell = build_cell(model, 12, 24, ("decode",), CPU, contextlib.nullcontext, {"weight_decay": 0.0,
-                      "lr": 1e-3}, decode_tokens=3)
+    cell = build_cell(model, 12, 24, ("decode",), CPU, contextlib.nullcontext,
+                      train_config(load_budget("tiny")), decode_tokens=3)
     decode = cell.workloads["decode"]
     assert decode.units == 2 * 3  # two rows, three steps
     for _ in range(3):  # the static state holds the prompt + 3 tokens: fine after each restore

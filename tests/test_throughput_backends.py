@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bimix_bench.config import deep_merge, load_budget
 from bimix_bench.engine.runner import backends_entry
 from bimix_bench.engine.throughput import measure_throughput
 from bimix_bench.models.backbone import Architecture, LanguageModel
@@ -14,11 +15,11 @@ from bimix_bench.ops import recurrent_mixer
 from bimix_bench.registry import MODELS
 from bimix_bench.task import StreamSplit, TaskData
 
-CFG = {
+CFG = deep_merge(load_budget("tiny"), {
     "throughput": {"warmup": 0, "repeats": 1, "decode_tokens": 2},
     "train": {"precision": "fp32", "lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.95],
               "grad_clip": 1.0},
-}
+})
 
 
 def test_backends_entry_one_label_when_training_and_inference_agree():

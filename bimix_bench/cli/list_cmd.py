@@ -23,6 +23,7 @@ def list_(
 
     from bimix_bench.cli.common import console
     from bimix_bench.config import budget_names, load_budget
+    from bimix_bench.config.sections import arch_config, params_config, train_config
     from bimix_bench.registry import MODELS, TASKS
 
     if what in ("all", "models"):
@@ -53,9 +54,9 @@ def list_(
             table.add_column(col)
         for name in budget_names():
             b = load_budget(name)
-            table.add_row(name, f"{b['params']['non_embedding']:,}", str(b["arch"]["n_layers"]),
-                          str(b["train"]["steps"]), f"{b['train']['batch_tokens']:,}",
-                          b.get("description", ""))
+            train = train_config(b)
+            table.add_row(name, f"{params_config(b).non_embedding:,}", str(arch_config(b).n_layers),
+                          str(train.steps), f"{train.batch_tokens:,}", b.get("description", ""))
         console.print(table)
     errors = {**MODELS.load_errors, **TASKS.load_errors}  # empty unless a registry was loaded
     for name, message in errors.items():

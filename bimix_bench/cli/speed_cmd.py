@@ -57,7 +57,7 @@ def speed(
     warm-up first, CUDA events, bf16 autocast; a model that runs out of memory is marked oom for
     that context and the larger ones. The document records device, versions and backends.
     """
-    from bimix_bench.config import apply_override, load_budget
+    from bimix_bench.config import apply_override
     from bimix_bench.engine.device import pick_device
     from bimix_bench.registry import MODELS
     from bimix_bench.speed.document import write_document
@@ -68,7 +68,6 @@ def speed(
     dev = pick_device(device)
     gpu = dev.type == "cuda"
     budget = budget or ("small" if gpu else "tiny")
-    b = load_budget(budget)
     names = split_names(models) or MODELS.names()
     options: dict[str, Any] = {"models": {n: dict(MODELS.get(n).obj.default_options) for n in names}}
     for item in overrides:
@@ -79,9 +78,9 @@ def speed(
         tokens_per_batch=tokens_per_batch or (GPU_TOKENS if gpu else CPU_TOKENS),
         budget=budget, device=str(dev), precision=precision,
         kinds=tuple(split_names(kinds) or ()),
-        warmup=b["throughput"]["warmup"] if warmup is None else warmup,
-        repeats=repeats or b["throughput"]["repeats"],
-        decode_tokens=b["throughput"]["decode_tokens"] if decode_tokens is None else decode_tokens,
+        # Unset (None) timing options are the budget's (SweepSettings fills them in); --repeats 0
+        # means that too, as there is no median of no rounds.
+        warmup=warmup, repeats=repeats or None, decode_tokens=decode_tokens,
         threads=threads, clock=clock, interleave=interleave, options=options["models"],
     )
     # With --out, every finished cell is written at once (the document says "complete": false

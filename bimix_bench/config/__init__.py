@@ -10,7 +10,9 @@ warm-up, learning-rate grid, early stopping, the protocol's name and source), fo
 of the task alike. Parameters and depth stay the budget's. --set applies after both.
 Overrides address any leaf with a dotted key (`train.steps=100`,
 `models.bimix.tv_lambda=0.1`); the value is parsed as YAML and must keep the leaf's type;
-unknown keys are rejected with the list of valid ones.
+unknown keys are rejected with the list of valid ones. The budget sections are read through
+typed views (config.sections: train_config(cfg) and the like), which state each key's type,
+range and default once and check them; the dict itself is what a run saves and hashes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from bimix_bench.config.sections import check_sections
 from bimix_bench.errors import UsageError
 
 BUDGET_DIR = Path(__file__).parent / "budgets"
@@ -76,39 +79,13 @@ def load_budget(name_or_path: str) -> dict[str, Any]:
     return data
 
 
-_POSITIVE_KEYS = {
-    ("params", "non_embedding"): int,
-    ("params", "tolerance"): (int, float),
-    ("arch", "n_layers"): int,
-    ("arch", "n_heads"): int,
-    ("train", "steps"): int,
-    ("train", "batch_tokens"): int,
-    ("train", "lr"): (int, float),
-    ("eval", "batch_size"): int,
-    ("eval", "val_examples"): int,
-    ("eval", "test_examples"): int,
-}
-
-
 def _check_budget_types(data: dict[str, Any], where: Any) -> None:
-    """Every size and rate a budget fixes is a positive number; seeds are integers >= 0."""
-    for (section, key), types in _POSITIVE_KEYS.items():
-        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
-        if not isinstance(value, types) or isinstance(value, bool) or value <= 0:
-            raise UsageError(f"{where}: {section}.{key} must be a positive number, got {value!r}")
+    """Every budget section passes its typed view's checks (config.sections); seeds are
+    integers >= 0."""
+    check_sections(data, str(where))
     if not (isinstance(data["seeds"], list) and data["seeds"]
             and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in data["seeds"])):
         raise UsageError(f"{where}: seeds must be a non-empty list of integers >= 0")
-    factors = data["eval"].get("length_factors", []) if isinstance(data.get("eval"), dict) else []
-    if not isinstance(factors, list) or any(isinstance(f, bool) or not isinstance(f, int) or f < 2
-                                            for f in factors):
-        raise UsageError(f"{where}: eval.length_factors must be a list of integers >= 2, got {factors!r}")
-    for key, low in (("warmup", 0), ("repeats", 1), ("decode_tokens", 0)):
-        value = data["throughput"].get(key) if isinstance(data.get("throughput"), dict) else None
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise UsageError(f"{where}: throughput.{key} must be an integer >= {low}, got {value!r}")
-    if isinstance(data.get("train"), dict):
-        check_train_section(data["train"], str(where))
 
 
 def apply_protocol(cfg: dict[str, Any]) -> None:
@@ -143,23 +120,6 @@ def resolve_config(
     _check_budget_types(cfg, "the resolved config (budget, task protocol and --set)")
     check_task_sizes(cfg["task"])
     return cfg
-
-
-def check_train_section(train: dict[str, Any], where: str) -> None:
-    """Range checks of the protocol keys that budgets, task protocols and --set may change."""
-    grid = train.get("lr_grid", [])
-    if not isinstance(grid, list) or any(
-            isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in grid):
-        raise UsageError(f"{where}: train.lr_grid must be a list of positive numbers, got {grid!r}")
-    if len(set(grid)) != len(grid):
-        raise UsageError(f"{where}: train.lr_grid repeats a rate: {grid!r}")
-    for key in ("epochs", "batch_sequences", "data_workers"):
-        value = train.get(key, 0)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise UsageError(f"{where}: train.{key} must be an integer >= 0, got {value!r}")
-    stop = train.get("early_stop_at", 0.0)
-    if isinstance(stop, bool) or not isinstance(stop, (int, float)) or stop < 0:
-        raise UsageError(f"{where}: train.early_stop_at must be a number >= 0, got {stop!r}")
 
 
 # Sizes in a task section, wherever they sit (`task.n_train`, `task.listops.n_train`): example

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import nn
 
+from bimix_bench.config.sections import TrainConfig
 
-def build_optimizer(model: nn.Module, train_cfg: dict[str, Any]) -> torch.optim.Optimizer:
+
+def build_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; no weight decay on vectors/scalars (norms, biases) or parameters a mixer marked
     with bimix_bench.models.mixer.no_weight_decay (decays); parameters marked own_update (BiMix's
     static gates) are left to their module."""
@@ -21,23 +22,23 @@ def build_optimizer(model: nn.Module, train_cfg: dict[str, Any]) -> torch.optim.
             no_decay.append(param)
         else:
             decay.append(param)
-    if train_cfg.get("optimizer", "adamw") != "adamw":
-        raise ValueError(f"unsupported optimizer {train_cfg['optimizer']!r} (only adamw)")
+    if train.optimizer != "adamw":
+        raise ValueError(f"unsupported optimizer {train.optimizer!r} (only adamw)")
     return torch.optim.AdamW(
         [
-            {"params": decay, "weight_decay": float(train_cfg["weight_decay"])},
+            {"params": decay, "weight_decay": train.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ],
-        lr=float(train_cfg["lr"]),
-        betas=tuple(train_cfg.get("betas", (0.9, 0.95))),
+        lr=train.lr,
+        betas=train.betas,
     )
 
 
-def lr_at(step: int, total_steps: int, train_cfg: dict[str, Any]) -> float:
+def lr_at(step: int, total_steps: int, train: TrainConfig) -> float:
     """Learning rate for optimizer step `step` (0-based): linear warmup then cosine decay."""
-    peak = float(train_cfg["lr"])
-    warmup = max(1, int(round(train_cfg.get("warmup_frac", 0.0) * total_steps)))
-    floor = peak * float(train_cfg.get("min_lr_frac", 0.0))
+    peak = train.lr
+    warmup = max(1, int(round(train.warmup_frac * total_steps)))
+    floor = peak * train.min_lr_frac
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total_steps - warmup)

@@ -19,6 +19,13 @@ import torch
 import yaml
 
 from bimix_bench.config import load_budget, resolve_config
+from bimix_bench.config.sections import (
+    arch_config,
+    check_sections,
+    eval_config,
+    params_config,
+    train_config,
+)
 from bimix_bench.engine import interrupts
 from bimix_bench.engine.checkpoint import checkpoint_path, save_checkpoint
 from bimix_bench.engine.device import autocast_factory, pick_device
@@ -152,7 +159,7 @@ def _cells(cfg: dict[str, Any]) -> list[Cell]:
 
 def lr_grid(cfg: dict[str, Any]) -> list[float]:
     """The run's learning-rate grid: train.lr_grid, or the one rate train.lr."""
-    return [float(lr) for lr in cfg["train"].get("lr_grid") or []] or [float(cfg["train"]["lr"])]
+    return train_config(cfg).rates()
 
 
 def record_cell_key(rec: dict[str, Any]) -> tuple[str, int, str, float | None]:
@@ -195,6 +202,7 @@ def _prepare_resume(request: RunRequest) -> tuple[dict[str, Any], list[Cell], An
     from bimix_bench.config import load_yaml
 
     cfg = load_yaml(path, "run config")
+    check_sections(cfg, f"run config {path}")  # a bad value stops the run here, not in a cell
     try:
         task = TASKS.get(cfg["task"]["family"]).obj
         for name in cfg["run"]["models"]:
@@ -265,7 +273,7 @@ def _execute(request: RunRequest, reporter: Reporter | None, dist: DistContext |
         except SkipCell as skip:
             record = base_record(cell, cfg, run_id, env, request)
             record.update(status="skipped", reason=str(skip), learning_rate={
-                "lr": float(cfg["train"]["lr"]), "grid": lr_grid(cfg), "role": cell.role})
+                "lr": train_config(cfg).lr, "grid": lr_grid(cfg), "role": cell.role})
         else:
             record = run_cell(cell, data_cache[key], cell_cfg, device, run_dir, run_id, env, request,
                               reporter, dist)
@@ -434,12 +442,12 @@ def _build(cell: Cell, data: TaskData, cfg: dict[str, Any], device: torch.device
     """Solve the width for the parameter target and build the model from the cell's seed;
     the record gets the architecture and the exact parameter counts."""
     spec, options = MODELS.get(cell.model).obj, cfg["models"][cell.model]
-    target = int(cfg["params"]["non_embedding"])
+    params, shape = params_config(cfg), arch_config(cfg)
+    target = params.non_embedding
     arch, _ = solve_architecture(
-        spec, options, target, int(cfg["arch"]["n_layers"]),
-        int(cfg["arch"]["n_heads"]), float(cfg["arch"]["ffn_ratio"]), data.context,
+        spec, options, target, shape.n_layers, shape.n_heads, shape.ffn_ratio, data.context,
         head="cls" if data.objective == "classify" else "lm", n_classes=data.n_classes,
-        tolerance=float(cfg["params"]["tolerance"]), vocab_size=data.vocab_size,
+        tolerance=params.tolerance, vocab_size=data.vocab_size,
     )
     seed_everything(cell.seed)
     model = LanguageModel(arch, spec, options).to(device)
@@ -451,7 +459,7 @@ def _build(cell: Cell, data: TaskData, cfg: dict[str, Any], device: torch.device
         "relative_error": (counts["non_embedding"] - target) / target,
     }
     reporter.cell_started(cell, f"d_model={arch.d_model} ffn={arch.ffn_hidden} "
-                                f"params={counts['non_embedding']:,} lr={cfg['train']['lr']:g}"
+                                f"params={counts['non_embedding']:,} lr={train_config(cfg).lr:g}"
                                 + (" (grid)" if cell.role == "grid" else ""))
     return model, arch
 
@@ -460,9 +468,10 @@ def _score_test(model: LanguageModel, data: TaskData, cfg: dict[str, Any], devic
                 best_val: dict[str, float]) -> dict[str, float]:
     """The test split's metrics on the loaded (best validation) weights; Diverged when any
     test or validation metric is not finite."""
-    autocast = autocast_factory(device, cfg["train"].get("precision", "auto"))
-    test = evaluate_split(model, data, "test", device, int(cfg["eval"]["batch_size"]),
-                          limit=int(cfg["eval"]["test_examples"]), autocast=autocast)
+    evaluation = eval_config(cfg)
+    autocast = autocast_factory(device, train_config(cfg).precision)
+    test = evaluate_split(model, data, "test", device, evaluation.batch_size,
+                          limit=evaluation.test_examples, autocast=autocast)
     if data.extra_metrics is not None:
         test.update(data.extra_metrics(model, "test", device, cfg))
     test.update(_longer_lengths(model, data, cfg, device, autocast))
@@ -480,16 +489,16 @@ def _longer_lengths(model: LanguageModel, data: TaskData, cfg: dict[str, Any], d
     """Length generalization: the test metrics on inputs eval.length_factors times as long as
     the training context, as `<metric>_len<F>x`, for tasks that can generate them. Fewer rows
     per batch at longer lengths, so memory stays that of the training length."""
-    factors = cfg["eval"].get("length_factors") or []  # absent in configs older than the key
     if data.longer_test is None:
         return {}
-    limit = int(cfg["eval"].get("length_examples") or cfg["eval"]["test_examples"])
+    evaluation = eval_config(cfg)
+    limit = evaluation.longer_length_examples()
     out = {}
-    for factor in factors:
-        rows = max(1, int(cfg["eval"]["batch_size"]) // int(factor))
-        metrics = evaluate_split(model, data.at_length(int(factor)), "test", device, rows,
+    for factor in evaluation.length_factors:
+        rows = max(1, evaluation.batch_size // factor)
+        metrics = evaluate_split(model, data.at_length(factor), "test", device, rows,
                                  limit=limit, autocast=autocast)
-        out.update({f"{k}_len{int(factor)}x": v for k, v in metrics.items() if k in LENGTH_METRICS})
+        out.update({f"{k}_len{factor}x": v for k, v in metrics.items() if k in LENGTH_METRICS})
     return out
 
 
@@ -500,11 +509,12 @@ def _describe(record: dict[str, Any], result: Any, data: TaskData, cfg: dict[str
         tokens_trained=result.tokens_trained, steps=result.steps, best_step=result.best_step,
         metrics={"val": result.best_val, "test": test}, timings_s=timings,
     )
+    train = train_config(cfg)
     record["protocol"] = {
-        "name": str(cfg["train"].get("protocol") or "budget default"),
+        "name": train.protocol,
         "planned_steps": result.planned_steps, "stopped_early": result.stopped_early,
         "selection_metric": data.selection_metric,
-        "early_stop_at": float(cfg["train"].get("early_stop_at", 0.0) or 0.0),
+        "early_stop_at": train.early_stop_at,
     }
     if result.resumed_at_steps:
         record["resumed_at_steps"] = result.resumed_at_steps
@@ -548,7 +558,7 @@ def data_facts(data: TaskData, cfg: dict[str, Any]) -> dict[str, Any]:
     facts = dict(data.meta)
     labels = getattr(data.test, "labels", None)
     if data.objective == "classify" and labels is not None and len(labels):
-        scored = labels[: int(cfg["eval"]["test_examples"])]
+        scored = labels[: eval_config(cfg).test_examples]
         facts["test_majority_share"] = float(torch.bincount(scored).max()) / len(scored)
     return facts
 

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import torch
 
+from bimix_bench.config.sections import TrainConfig, throughput_config, train_config
 from bimix_bench.engine.device import (
     autocast_factory,
     peak_memory_bytes,
@@ -73,10 +74,10 @@ def decode_workload(model: LanguageModel, tokens: torch.Tensor, n_new: int,
                           decoder.mode, prompt.shape[1], n_new, rows)
 
 
-def make_train_step(model: torch.nn.Module, batch, objective: str, train_cfg: dict[str, Any],
+def make_train_step(model: torch.nn.Module, batch, objective: str, train: TrainConfig,
                     autocast: Callable[[], Any]) -> Callable[[], None]:
     """One fwd + bwd + AdamW step of `model` on `batch`, as a callable (updates `model`)."""
-    optimizer = build_optimizer(model, train_cfg)
+    optimizer = build_optimizer(model, train)
 
     def train_step() -> None:
         with autocast():
@@ -118,18 +119,17 @@ def full_length_batch(data: TaskData, batch_size: int, seed: int = 1234):
 def measure_throughput(
     model: LanguageModel, data: TaskData, cfg: dict[str, Any], device: torch.device, batch_size: int
 ) -> dict[str, Any]:
-    tcfg = cfg["throughput"]
-    warmup, repeats = int(tcfg["warmup"]), int(tcfg["repeats"])
-    precision = cfg["train"].get("precision", "auto")
-    autocast = autocast_factory(device, precision)
+    train, timing = train_config(cfg), throughput_config(cfg)
+    warmup, repeats = timing.warmup, timing.repeats
+    autocast = autocast_factory(device, train.precision)
     batch = full_length_batch(data, batch_size).to(device)
     n_tokens = batch.tokens.numel()
-    shape = f"{tuple(batch.tokens.shape)} {resolved_precision(device, precision)}"
+    shape = f"{tuple(batch.tokens.shape)} {resolved_precision(device, train.precision)}"
     out: dict[str, Any] = {}
 
     # Training step: forward + backward + AdamW on a copy.
     trainee = copy.deepcopy(model).train()
-    train_step = make_train_step(trainee, batch, data.objective, cfg["train"], autocast)
+    train_step = make_train_step(trainee, batch, data.objective, train, autocast)
 
     reset_peak_memory(device)
     seconds = timed_median(train_step, device, warmup, repeats)
@@ -185,9 +185,9 @@ def backend_label(model: LanguageModel, attr: str = "backend") -> str:
 
 def measure_decode(model, tokens, cfg, device, autocast) -> dict[str, Any] | None:
     """Greedy generation speed after a prompt of the full context (DecodeWorkload)."""
-    n_new = int(cfg["throughput"]["decode_tokens"])  # the budget's (config checks it is >= 0)
-    warmup, repeats = int(cfg["throughput"]["warmup"]), int(cfg["throughput"]["repeats"])
-    work = decode_workload(model, tokens, n_new, autocast)
+    timing = throughput_config(cfg)
+    warmup, repeats = timing.warmup, timing.repeats
+    work = decode_workload(model, tokens, timing.decode_tokens, autocast)
     if isinstance(work, str):
         return None
     seconds = timed_median(work.run, device, max(1, warmup), repeats, setup=work.restore)
@@ -206,15 +206,15 @@ def measure_ddp_train_throughput(model: LanguageModel, data: TaskData, cfg: dict
 
     from bimix_bench.engine.distributed import shard
 
-    tcfg = cfg["throughput"]
-    autocast = autocast_factory(device, cfg["train"].get("precision", "auto"))
+    train, timing = train_config(cfg), throughput_config(cfg)
+    autocast = autocast_factory(device, train.precision)
     batch = full_length_batch(data, batch_size)
     local = shard(batch, dist).to(device)
     trainee = DistributedDataParallel(
         copy.deepcopy(model).train(), device_ids=[dist.local_rank] if device.type == "cuda" else None,
         find_unused_parameters=any(m.has_conditional_parameters for m in model.mixers),
     )
-    optimizer = build_optimizer(trainee.module, cfg["train"])
+    optimizer = build_optimizer(trainee.module, train)
 
     def train_step() -> None:
         with autocast():
@@ -223,5 +223,5 @@ def measure_ddp_train_throughput(model: LanguageModel, data: TaskData, cfg: dict
         loss.backward()
         optimizer.step()
 
-    seconds = timed_median(train_step, device, int(tcfg["warmup"]), int(tcfg["repeats"]))
+    seconds = timed_median(train_step, device, timing.warmup, timing.repeats)
     return batch.tokens.numel() / seconds

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import torch
 
+from bimix_bench.config.sections import TrainConfig, eval_config, train_config
 from bimix_bench.engine.batch_workers import batches_of, skipped
 from bimix_bench.engine.device import autocast_factory
 from bimix_bench.engine.distributed import DistContext, shard
@@ -64,23 +65,23 @@ class TrainResult:
 def batch_size_for(cfg: dict[str, Any], context: int) -> int:
     """Sequences per step: train.batch_sequences where a protocol sets it, else the budget's
     tokens per step over the context; at least one."""
-    sequences = int(cfg["train"].get("batch_sequences", 0) or 0)
-    if sequences > 0:  # a protocol that fixes sequences per step (Zoology: 512)
-        return sequences
-    return max(1, int(cfg["train"]["batch_tokens"]) // context)
+    train = train_config(cfg)
+    if train.batch_sequences > 0:  # a protocol that fixes sequences per step (Zoology: 512)
+        return train.batch_sequences
+    return max(1, train.batch_tokens // context)
 
 
 def planned_steps(cfg: dict[str, Any], data: TaskData) -> int:
     """Optimizer steps of the protocol: train.steps, or train.epochs full passes over an
     example-indexed training set (partial last batches are dropped, as the batcher does)."""
-    epochs = int(cfg["train"].get("epochs", 0) or 0)
-    if epochs <= 0:
-        return int(cfg["train"]["steps"])
+    train = train_config(cfg)
+    if train.epochs == 0:
+        return train.steps
     if not hasattr(data.train, "__len__"):
         raise ValueError(f"{data.task}/{data.subtask}: train.epochs needs a training set of "
                          "examples; this task streams windows, so set train.steps")
     per_epoch = len(data.train) // batch_size_for(cfg, data.context)
-    return max(1, epochs * per_epoch)
+    return max(1, train.epochs * per_epoch)
 
 
 def train_model(
@@ -98,13 +99,13 @@ def train_model(
     validation, and training resumes from it when the file exists (interrupted runs).
     With `dist`, each rank trains on its slice of the same global batch under DDP and only
     the main rank validates and saves."""
-    train_cfg, eval_cfg = cfg["train"], cfg["eval"]
+    train, evaluation = train_config(cfg), eval_config(cfg)
     total_steps = planned_steps(cfg, data)
     metric = data.selection_metric
-    early_stop_at = float(train_cfg.get("early_stop_at", 0.0) or 0.0)
-    eval_every = max(1, int(train_cfg.get("eval_every", total_steps)))
-    autocast = autocast_factory(device, train_cfg.get("precision", "auto"))
-    optimizer = build_optimizer(model, train_cfg)
+    early_stop_at = train.early_stop_at
+    eval_every = train.validation_interval(total_steps)
+    autocast = autocast_factory(device, train.precision)
+    optimizer = build_optimizer(model, train)
     forward = model
     if dist is not None:
         from torch.nn.parallel import DistributedDataParallel
@@ -124,7 +125,7 @@ def train_model(
         first_step, best_score = _load_training_state(state_path, model, optimizer, result, device)
     # The data stream is a pure function of the seed: a resumed run skips the steps it trained.
     index_stream = skipped(data.train_index_stream(batch_size_for(cfg, data.context), seed), first_step)
-    workers = data_workers(train_cfg, device)
+    workers = data_workers(train, device)
     batches = batches_of(data.train, data.context, index_stream, workers, pin_memory=workers > 0)
     window_tokens, window_start = 0, time.perf_counter()
     start = time.perf_counter()
@@ -139,7 +140,7 @@ def train_model(
         model.train()
         global_batch = next(batches)
         batch = shard(global_batch, dist).to(device, non_blocking=workers > 0)
-        lr = lr_at(step, total_steps, train_cfg)
+        lr = lr_at(step, total_steps, train)
         set_lr(optimizer, lr)
         with autocast():
             logits = forward(batch.tokens, batch.lengths, scored=scored_positions(data.objective, batch))
@@ -150,7 +151,7 @@ def train_model(
                     loss = loss + extra
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), float(train_cfg["grad_clip"]))
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
         optimizer.step()
         progress = TrainProgress(step + 1, total_steps, lr)
         for mixer in model.mixers:
@@ -175,8 +176,8 @@ def train_model(
         if is_main and validating:
             validation_start = time.perf_counter()
             val = evaluate_split(
-                model, data, "val", device, int(eval_cfg["batch_size"]),
-                limit=int(eval_cfg["val_examples"]), autocast=autocast,
+                model, data, "val", device, evaluation.batch_size,
+                limit=evaluation.val_examples, autocast=autocast,
             )
             result.validation_time_s += time.perf_counter() - validation_start
             info.val = val
@@ -203,10 +204,10 @@ def train_model(
     return result
 
 
-def data_workers(train_cfg: dict[str, Any], device: torch.device) -> int:
+def data_workers(train: TrainConfig, device: torch.device) -> int:
     """Processes that build training batches ahead: train.data_workers on a GPU; none on a CPU
     device, where training itself uses every core."""
-    return int(train_cfg.get("data_workers", 0) or 0) if device.type == "cuda" else 0
+    return train.data_workers if device.type == "cuda" else 0
 
 
 def _read_mean_loss(loss_sum: torch.Tensor, n: int, step: int, dist: DistContext | None) -> float:

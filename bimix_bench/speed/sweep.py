@@ -30,6 +30,7 @@ from typing import Any, Callable
 import torch
 
 from bimix_bench.config import deep_merge, load_budget
+from bimix_bench.config.sections import arch_config, params_config, throughput_config, train_config
 from bimix_bench.engine.device import (
     autocast_factory,
     peak_memory_bytes,
@@ -79,9 +80,11 @@ class SweepSettings:
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     kinds: tuple[str, ...] = KINDS
-    warmup: int = 2  # untimed calls of every workload before the rounds
-    repeats: int = 5  # rounds; each figure is a median over them
-    decode_tokens: int = 16
+    # Left None, these three are the budget's throughput keys (filled in on creation), so that
+    # `speed` and a run's record time alike unless told otherwise.
+    warmup: int | None = None  # untimed calls of every workload before the rounds
+    repeats: int | None = None  # rounds; each figure is a median over them
+    decode_tokens: int | None = None  # greedy steps per decode call; 0: no decode figure
     threads: int | None = None  # CPU: torch threads (None: leave torch's setting)
     clock: str = "wall"  # "wall" or "cpu" (process CPU time; see speed.timing)
     interleave: str = "cell"  # "cell" or "all"
@@ -93,6 +96,13 @@ class SweepSettings:
     # model -> context -> kind -> calibration calls per timed stretch (None: matched to the
     # workload's duration here; `check` reuses the reference's counts).
     calibration_calls: dict[str, dict[int, dict[str, int]]] | None = None
+
+    def __post_init__(self) -> None:
+        unset = [key for key in ("warmup", "repeats", "decode_tokens") if getattr(self, key) is None]
+        if unset:
+            timing = throughput_config(load_budget(self.budget))
+            for key in unset:
+                setattr(self, key, getattr(timing, key))
 
     def validate(self) -> None:
         if not self.models:
@@ -160,8 +170,8 @@ def _run(settings: SweepSettings, device: torch.device, log: Callable[[str], Non
     specs = settings.calibration or default_calibrations(
         settings.tokens_per_batch, batch_rows(settings.tokens_per_batch, contexts[len(contexts) // 2]),
         settings.decode_tokens,
-        calibration_width(int(budget["params"]["non_embedding"]), int(budget["arch"]["n_layers"])),
-        int(budget["arch"]["n_layers"]), chunk=bulk_chunk(device),
+        calibration_width(params_config(budget).non_embedding, arch_config(budget).n_layers),
+        arch_config(budget).n_layers, chunk=bulk_chunk(device),
     )
     calibrations = {kind: Timed(build_calibration(spec, device, autocast))
                     for kind, spec in specs.items()}
@@ -229,11 +239,10 @@ class _Sizer:
         self.solved: Architecture | None = None
 
     def solve(self, context: int) -> Architecture:
-        b = self.budget
+        params, shape = params_config(self.budget), arch_config(self.budget)
         arch, _ = solve_architecture(
-            self.spec, self.options, int(b["params"]["non_embedding"]), int(b["arch"]["n_layers"]),
-            int(b["arch"]["n_heads"]), float(b["arch"]["ffn_ratio"]), context, head="lm",
-            tolerance=float(b["params"].get("tolerance", 0.05)),
+            self.spec, self.options, params.non_embedding, shape.n_layers, shape.n_heads,
+            shape.ffn_ratio, context, head="lm", tolerance=params.tolerance,
         )
         self.solved = arch
         return arch
@@ -245,9 +254,9 @@ class _Sizer:
             return self._make(Architecture(**self.fixed[context]), device)
         arch = self.solve(context) if self.solved is None else replace(self.solved, max_seq_len=context)
         model = self._make(arch, device)
-        target = int(self.budget["params"]["non_embedding"])
+        params = params_config(self.budget)
         n = count_parameters(model)["non_embedding"]
-        if abs(n - target) / target > float(self.budget["params"].get("tolerance", 0.05)):
+        if abs(n - params.non_embedding) / params.non_embedding > params.tolerance:
             model = self._make(self.solve(context), device)
         return model
 
@@ -277,7 +286,7 @@ def _build(cell: _Cell, sizer: _Sizer, settings: SweepSettings, device: torch.de
         cell.record["params_non_embedding"] = count_parameters(model)["non_embedding"]
         cell.record["batch_rows"] = batch_rows(settings.tokens_per_batch, cell.context)
         cell.work = build_cell(model, cell.context, settings.tokens_per_batch, settings.kinds,
-                               device, autocast, budget["train"], settings.decode_tokens, slowdown)
+                               device, autocast, train_config(budget), settings.decode_tokens, slowdown)
         cell.record["peak_memory_bytes"] = peak_memory_bytes(device)
         for kind, w in cell.work.workloads.items():
             calibration = CALIBRATION_OF[kind]
@@ -380,9 +389,9 @@ def _document(settings: SweepSettings, device: torch.device, precision: str, bud
         "environment": environment_info(),
         "settings": {
             "budget": budget.get("name", settings.budget),
-            "budget_params": int(budget["params"]["non_embedding"]),
-            "n_layers": int(budget["arch"]["n_layers"]),
-            "n_heads": int(budget["arch"]["n_heads"]),
+            "budget_params": params_config(budget).non_embedding,
+            "n_layers": arch_config(budget).n_layers,
+            "n_heads": arch_config(budget).n_heads,
             "tokens_per_batch": settings.tokens_per_batch,
             "contexts": sorted(set(settings.contexts)),
             "kinds": list(settings.kinds),

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+from bimix_bench.config.sections import TrainConfig
 from bimix_bench.engine.throughput import backend_label, decode_workload, make_train_step
 from bimix_bench.models.backbone import LanguageModel
 from bimix_bench.speed.timing import Timed
@@ -62,7 +63,7 @@ def random_batch(vocab_size: int, rows: int, context: int, device: torch.device,
 
 
 def build_cell(model: LanguageModel, context: int, tokens_per_batch: int, kinds: tuple[str, ...],
-               device: torch.device, autocast: Callable[[], Any], train_cfg: dict[str, Any],
+               device: torch.device, autocast: Callable[[], Any], train: TrainConfig,
                decode_tokens: int, slowdown: float = 1.0) -> CellWorkloads:
     """Workloads of `model` (already on `device`) for each requested kind. Each is called
     once here, which is also the first warm-up call and tells which backend runs."""
@@ -84,7 +85,7 @@ def build_cell(model: LanguageModel, context: int, tokens_per_batch: int, kinds:
 
     if "train" in kinds:
         trainee = copy.deepcopy(model).train()
-        step = make_train_step(trainee, batch, "lm", train_cfg, autocast)
+        step = make_train_step(trainee, batch, "lm", train, autocast)
         step()
         cell.workloads["train"] = Workload("train", Timed(step, slowdown=slowdown),
                                            rows * context, backend_label(trainee), shape)

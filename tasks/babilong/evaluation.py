@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bimix_bench.config.sections import eval_config, train_config
 from bimix_bench.engine.device import autocast_factory
 from bimix_bench.metrics.generation import greedy_generate
 from bimix_bench.models.tokenizer import EOS, decode
@@ -16,10 +17,10 @@ from bimix_bench.tasks.babilong.scoring import is_correct
 def answer_metrics(model, examples: list[BabiExample], labels: tuple[str, ...], device, cfg: dict[str, Any],
                    max_answer_bytes: int, decode_batch_size: int) -> dict[str, float]:
     """exact_match (BABILong's rule) and n_questions over the first eval.test_examples questions."""
-    examples = examples[: int(cfg["eval"]["test_examples"])]
+    examples = examples[: eval_config(cfg).test_examples]
     if not examples:
         return {}
-    autocast = autocast_factory(device, cfg["train"].get("precision", "auto"))
+    autocast = autocast_factory(device, train_config(cfg).precision)
     model.eval()
     outputs = greedy_generate(
         model, [e.qa.prompt for e in examples], max_new_tokens=max_answer_bytes + 1, stop_id=EOS,

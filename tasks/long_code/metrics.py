@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bimix_bench.config.sections import eval_config, train_config
 from bimix_bench.engine.device import autocast_factory
 from bimix_bench.metrics.token_losses import token_losses
 from bimix_bench.task import StreamSplit, TaskData
@@ -76,9 +77,10 @@ def code_metrics(model, data: TaskData, split: str, device: torch.device, cfg: d
     """All metrics above for `split` (a StreamSplit); `masks` are its boundary masks."""
     stream: StreamSplit = getattr(data, split)
     context = data.context
-    autocast = autocast_factory(device, cfg["train"].get("precision", "auto"))
-    limit = int(cfg["eval"]["test_examples"] if split == "test" else cfg["eval"]["val_examples"])
-    batch_size = int(cfg["eval"]["batch_size"])
+    autocast = autocast_factory(device, train_config(cfg).precision)
+    evaluation = eval_config(cfg)
+    limit = evaluation.test_examples if split == "test" else evaluation.val_examples
+    batch_size = evaluation.batch_size
     n_windows = min(limit, stream.n_windows(context))
     if n_windows == 0:
         return {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bimix_bench.config.sections import eval_config, train_config
 from bimix_bench.engine.device import autocast_factory
 from bimix_bench.metrics.generation import greedy_generate
 from bimix_bench.metrics.qa import best_scores, depth_bucket_metrics
@@ -18,10 +19,10 @@ def qa_metrics(model, examples: list[QAExample], device, cfg: dict[str, Any], ma
     """exact_match, f1 and n_questions over the first eval.test_examples questions, plus
     em_depth_* / f1_depth_* / n_depth_* per evidence-depth bucket. `scoring`: the data set's
     official F1 rules (bimix_bench.metrics.qa.SCORINGS; see scoring_for)."""
-    examples = examples[: int(cfg["eval"]["test_examples"])]
+    examples = examples[: eval_config(cfg).test_examples]
     if not examples:
         return {}
-    autocast = autocast_factory(device, cfg["train"].get("precision", "auto"))
+    autocast = autocast_factory(device, train_config(cfg).precision)
     model.eval()
     outputs = greedy_generate(
         model, [e.prompt for e in examples], max_new_tokens=max_answer_bytes + 1, stop_id=EOS,
