@@ -37,6 +37,7 @@ from bimix_bench.tasks.babilong.stories import (
 )
 from bimix_bench.tasks.babilong.world import Event, Relation, World
 from bimix_bench.tasks.multidoc_qa.corpus import python_docs_corpus
+from tests.scripted_reader import ScriptedReader
 
 SETTINGS = {"qa1": {"min_facts": 2, "max_facts": 10}, "qa2": {"min_facts": 4, "max_facts": 20},
             "qa3": {"min_facts": 6, "max_facts": 30}, "qa5": {"min_facts": 4, "max_facts": 16}}
@@ -304,27 +305,6 @@ def test_chance_level_is_a_story_blind_guess():
     assert 1 / 4 < task.chance("qa5", task.load("qa5", cfg, 0, None).meta).value < 1 / 3
 
 
-class ScriptedReader(torch.nn.Module):
-    """Answers each prompt from a table through the prefill / decode interface."""
-
-    def __init__(self, answers: dict[tuple[int, ...], str]):
-        super().__init__()
-        self.answers = answers
-
-    def _logits(self, states) -> torch.Tensor:
-        out = torch.zeros(len(states), VOCAB_SIZE)
-        for row, state in enumerate(states):
-            script, at = state
-            out[row, script[min(at, len(script) - 1)]] = 1.0
-            state[1] += 1
-        return out
-
-    def prefill(self, tokens, max_len):
-        states = [[[*self.answers[tuple(row.tolist())].encode(), EOS], 0] for row in tokens]
-        return self._logits(states), states
-
-    def decode_step(self, token, states):
-        return self._logits(states)
 
 
 def test_exact_match_through_generation():

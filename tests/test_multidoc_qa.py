@@ -33,6 +33,7 @@ from bimix_bench.tasks.multidoc_qa.real import (
     load_longbench,
     longbench_documents,
 )
+from tests.scripted_reader import ScriptedReader
 
 FIXTURES = Path(__file__).parent / "fixtures" / "multidoc_qa"
 SETTINGS = {"multikey_needle": {"n_keys": 4}, "multivalue": {"n_values": 3, "n_distractors": 2},
@@ -249,28 +250,6 @@ def test_longbench_loader_and_middle_truncation():
 
 
 # --- scoring through generation ---------------------------------------------------------------
-class ScriptedReader(torch.nn.Module):
-    """Answers each prompt from a lookup table through the prefill/decode interface, so the
-    scoring pipeline can be checked against known answers."""
-
-    def __init__(self, answers: dict[tuple[int, ...], str]):
-        super().__init__()
-        self.answers = answers
-
-    def _logits(self, states) -> torch.Tensor:
-        out = torch.zeros(len(states), VOCAB_SIZE)
-        for row, state in enumerate(states):
-            script, at = state
-            out[row, script[min(at, len(script) - 1)]] = 1.0
-            state[1] += 1
-        return out
-
-    def prefill(self, tokens, max_len):
-        states = [[[*self.answers[tuple(row.tolist())].encode(), EOS], 0] for row in tokens]
-        return self._logits(states), states
-
-    def decode_step(self, token, states):
-        return self._logits(states)
 
 
 def test_qa_metrics_with_scripted_answers():

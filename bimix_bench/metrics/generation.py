@@ -82,3 +82,19 @@ def _generate_batch(model, prompts: list[torch.Tensor], max_new: int, stop_id: i
         tokens = generated[row, : int(n_generated[row])].tolist()
         out.append(tokens[: tokens.index(stop_id)] if stop_id in tokens else tokens)
     return out
+
+
+def generate_answers(model, prompts: Sequence[torch.Tensor], device: torch.device, cfg: dict,
+                     max_answer_bytes: int, decode_batch_size: int) -> list[str]:
+    """The model's greedy answer (text up to EOS) to each byte-token prompt, decoded in eval
+    mode under the run's precision: the answer-scoring step every QA-style family shares."""
+    from bimix_bench.config.sections import train_config
+    from bimix_bench.engine.device import autocast_factory
+    from bimix_bench.models.tokenizer import EOS, decode
+
+    model.eval()
+    outputs = greedy_generate(
+        model, list(prompts), max_new_tokens=max_answer_bytes + 1, stop_id=EOS, device=device,
+        batch_size=decode_batch_size, autocast=autocast_factory(device, train_config(cfg).precision),
+    )
+    return [decode(ids) for ids in outputs]

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bimix_bench.config.sections import eval_config, train_config
-from bimix_bench.engine.device import autocast_factory
-from bimix_bench.metrics.generation import greedy_generate
-from bimix_bench.models.tokenizer import EOS, decode
+from bimix_bench.config.sections import eval_config
+from bimix_bench.metrics.generation import generate_answers
 from bimix_bench.tasks.babilong.haystack import BabiExample
 from bimix_bench.tasks.babilong.scoring import is_correct
 
@@ -20,11 +18,7 @@ def answer_metrics(model, examples: list[BabiExample], labels: tuple[str, ...], 
     examples = examples[: eval_config(cfg).test_examples]
     if not examples:
         return {}
-    autocast = autocast_factory(device, train_config(cfg).precision)
-    model.eval()
-    outputs = greedy_generate(
-        model, [e.qa.prompt for e in examples], max_new_tokens=max_answer_bytes + 1, stop_id=EOS,
-        device=device, batch_size=decode_batch_size, autocast=autocast,
-    )
-    hits = [is_correct(decode(ids), e.answer, e.question, labels) for e, ids in zip(examples, outputs)]
+    answers = generate_answers(model, [e.qa.prompt for e in examples], device, cfg, max_answer_bytes,
+                               decode_batch_size)
+    hits = [is_correct(text, e.answer, e.question, labels) for e, text in zip(examples, answers)]
     return {"exact_match": sum(hits) / len(hits), "n_questions": len(hits)}

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bimix_bench.config.sections import eval_config, train_config
-from bimix_bench.engine.device import autocast_factory
-from bimix_bench.metrics.generation import greedy_generate
+from bimix_bench.config.sections import eval_config
+from bimix_bench.metrics.generation import generate_answers
 from bimix_bench.metrics.qa import best_scores, depth_bucket_metrics
-from bimix_bench.models.tokenizer import EOS, decode
 from bimix_bench.tasks.multidoc_qa.layout import QAExample
 
 
@@ -22,15 +20,11 @@ def qa_metrics(model, examples: list[QAExample], device, cfg: dict[str, Any], ma
     examples = examples[: eval_config(cfg).test_examples]
     if not examples:
         return {}
-    autocast = autocast_factory(device, train_config(cfg).precision)
-    model.eval()
-    outputs = greedy_generate(
-        model, [e.prompt for e in examples], max_new_tokens=max_answer_bytes + 1, stop_id=EOS,
-        device=device, batch_size=decode_batch_size, autocast=autocast,
-    )
+    answers = generate_answers(model, [e.prompt for e in examples], device, cfg, max_answer_bytes,
+                               decode_batch_size)
     em, f1 = [], []
-    for example, ids in zip(examples, outputs):
-        e, f = best_scores(decode(ids), example.answers, scoring)
+    for example, text in zip(examples, answers):
+        e, f = best_scores(text, example.answers, scoring)
         em.append(e)
         f1.append(f)
     out = {"exact_match": sum(em) / len(em), "f1": sum(f1) / len(f1), "n_questions": len(em)}
