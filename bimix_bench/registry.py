@@ -26,6 +26,7 @@ BUILTIN_MODELS = (
     "bimix_bench.baselines.gla",
     "bimix_bench.baselines.multistate",
     "bimix_bench.baselines.loglinear",
+    "bimix_bench.baselines.hsa",
 )
 BUILTIN_TASKS = (
     "bimix_bench.tasks.lra",

@@ -18,11 +18,12 @@ NEEDS_DATA = {("lra", "text"), ("lra", "retrieval"), ("lra", "image")}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["lra", "mqar", "long_code", "multidoc_qa", "state_tracking"])
+@pytest.mark.parametrize("family", ["lra", "mqar", "long_code", "multidoc_qa", "state_tracking", "babilong"])
 def test_family_runs_offline_for_every_model(family, tmp_path):
     out = tmp_path / family
-    # The tiny budget with smaller test sets and one timing round, to keep CI short.
-    quick = ["--set", "eval.test_examples=32", "--set", "throughput.repeats=1"]
+    # The tiny budget with half its steps, smaller test sets and one timing round, to keep CI
+    # short: this is a smoke test of every (family, model) pair, not a measurement.
+    quick = ["--set", "train.steps=20", "--set", "eval.test_examples=32", "--set", "throughput.repeats=1"]
     result = CliRunner().invoke(app, ["run", "--task", family, "--budget", "tiny", *quick, "--out", str(out)])
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]

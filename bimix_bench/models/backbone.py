@@ -1,6 +1,8 @@
 """The shared model: byte embedding, pre-norm blocks, heads. Only the mixer differs.
 
-Block: x <- x + Mixer(RMSNorm(x)); x <- x + SwiGLU(RMSNorm(x)).
+Block: x <- x + Mixer(RMSNorm(x)); x <- x + SwiGLU(RMSNorm(x)). A model may bring its own
+Block subclass (ModelSpec.block_cls) when its layers share state: every pass through the stack
+(a forward, a prefill, one decode step) hands one fresh `carry` dict from block to block.
 Heads: "lm" (tied to the embedding; logits for every position) or "cls" (mean over the
 valid positions, then a linear classifier). All mixers are causal, so right padding never
 changes the outputs at valid positions.
@@ -43,6 +45,9 @@ class SwiGLU(nn.Module):
 
 
 class Block(nn.Module):
+    """The shared pre-norm block. `carry` (what earlier blocks of the same pass left for later
+    ones) is for blocks of models whose layers share state; this one passes it by untouched."""
+
     def __init__(self, mixer: TokenMixer, d_model: int, ffn_hidden: int):
         super().__init__()
         self.norm_mixer = nn.RMSNorm(d_model)
@@ -50,12 +55,19 @@ class Block(nn.Module):
         self.norm_mlp = nn.RMSNorm(d_model)
         self.mlp = SwiGLU(d_model, ffn_hidden)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, carry: dict[str, Any]) -> torch.Tensor:  # (B, T, D)
         x = x + self.mixer(self.norm_mixer(x))
         return x + self.mlp(self.norm_mlp(x))
 
-    def decode_step(self, x_t: torch.Tensor, state: Any) -> torch.Tensor:  # (B, D)
-        x_t = x_t + self.mixer.decode_step(self.norm_mixer(x_t), state)
+    def prefill(self, x: torch.Tensor, max_len: int, carry: dict[str, Any]
+                ) -> tuple[torch.Tensor, Any]:
+        """(B, T, D) -> the block's outputs (B, T, D) and its mixer's decode state after x."""
+        y, state = self.mixer.prefill(self.norm_mixer(x), max_len)
+        x = x + y
+        return x + self.mlp(self.norm_mlp(x)), state
+
+    def decode_step(self, x_t: torch.Tensor, state: Any, carry: dict[str, Any]) -> torch.Tensor:
+        x_t = x_t + self.mixer.decode_step(self.norm_mixer(x_t), state)  # (B, D)
         return x_t + self.mlp(self.norm_mlp(x_t))
 
 
@@ -64,8 +76,9 @@ class LanguageModel(nn.Module):
         super().__init__()
         self.arch = arch
         self.embed = nn.Embedding(arch.vocab_size, arch.d_model)
+        block_cls = spec.block_cls or Block
         self.blocks = nn.ModuleList(
-            Block(
+            block_cls(
                 spec.mixer_cls(
                     MixerConfig(
                         d_model=arch.d_model,
@@ -100,8 +113,9 @@ class LanguageModel(nn.Module):
 
     def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, D)
         x = self.embed(tokens)
+        carry: dict[str, Any] = {}
         for block in self.blocks:
-            x = block(x)
+            x = block(x, carry)
         return self.norm_out(x)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None,
@@ -127,19 +141,19 @@ class LanguageModel(nn.Module):
     def prefill(self, tokens: torch.Tensor, max_len: int) -> tuple[torch.Tensor, list[Any]]:
         """(B, T) -> last-position logits (B, V) and per-layer decode states."""
         x = self.embed(tokens)
+        carry: dict[str, Any] = {}
         states = []
         for block in self.blocks:
-            y, state = block.mixer.prefill(block.norm_mixer(x), max_len)
-            x = x + y
-            x = x + block.mlp(block.norm_mlp(x))
+            x, state = block.prefill(x, max_len, carry)
             states.append(state)
         return F.linear(self.norm_out(x[:, -1]), self.embed.weight), states
 
     def decode_step(self, token: torch.Tensor, states: list[Any]) -> torch.Tensor:
         """token: (B,) -> next-token logits (B, V)."""
         x = self.embed(token)
+        carry: dict[str, Any] = {}
         for block, state in zip(self.blocks, states):
-            x = block.decode_step(x, state)
+            x = block.decode_step(x, state, carry)
         return F.linear(self.norm_out(x), self.embed.weight)
 
 

@@ -14,6 +14,12 @@ after a training step and after an inference forward, since a mixer may run diff
 with and without gradients (e.g. fla's forward, but a plain-torch backward path). `decode_backend`
 names what decode_step runs.
 
+A model whose layers share state (one layer builds a memory that later layers read), or that
+routes part of a mixer's output elsewhere than the residual stream, registers its own block class
+(register_model(block=...), a subclass of bimix_bench.models.backbone.Block): the backbone then
+builds that block around each mixer and hands it a `carry` dict per pass through the stack, and
+the block calls its mixer as that model defines.
+
 Optional training hooks (no-ops here) let a mixer take part in the training schedule without
 the engine knowing what the mixer is:
   aux_loss()                    extra loss term (e.g. gate distillation), or None
@@ -116,19 +122,24 @@ class ModelSpec:
     default_options: dict[str, Any]
     # d_model must be a multiple of this (on top of 2 * n_heads, which every model needs).
     width_multiple: int = 1
+    # The block built around each mixer; None: the shared one (bimix_bench.models.backbone.Block).
+    block_cls: type[nn.Module] | None = None
 
 
 def register_model(
-    name: str, description: str, options: dict[str, Any] | None = None, width_multiple: int = 1
+    name: str, description: str, options: dict[str, Any] | None = None, width_multiple: int = 1,
+    block: type[nn.Module] | None = None,
 ):
     """Class decorator: register a TokenMixer subclass as model `name`.
 
     `options` become the config section `models.<name>` (overridable with
     --set models.<name>.<key>=value); they reach the mixer as MixerConfig.options.
+    `block`: the model's own Block subclass, for models whose layers pass state to each other
+    (see the module doc); by default the shared pre-norm block.
     """
 
     def decorator(cls: type[TokenMixer]) -> type[TokenMixer]:
-        spec = ModelSpec(cls, dict(options or {}), width_multiple)
+        spec = ModelSpec(cls, dict(options or {}), width_multiple, block)
         MODELS.register(name, description)(spec)
         return cls
 
