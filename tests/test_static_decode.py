@@ -152,3 +152,15 @@ def test_a_training_step_reads_nothing_back(name):
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             for mixer in model.mixers:
                 mixer.after_optimizer_step(TrainProgress(step, 4, 1e-3))
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_an_inference_forward_reads_nothing_back(name):
+    """The forward that `speed` and the records time for inference (no gradients, eval mode):
+    no host read, so on a GPU it never waits for the device."""
+    model = tiny_model(name)
+    tokens = torch.randint(0, 97, (2, 64), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        model(tokens)  # size-only constants are built on the first call
+        with no_host_reads():
+            model(tokens)
