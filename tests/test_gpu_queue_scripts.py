@@ -168,3 +168,23 @@ def test_triton_cache_over_the_limit_keeps_the_newest_kernels_that_fit(checkout,
                      env={"TRITON_CACHE_DIR": str(cache), "TRITON_CACHE_MAX_BYTES": "10000"})
     assert too_small.returncode == 0 and "not kept" in too_small.stdout
     assert not archive.exists()
+
+
+def test_a_run_line_may_name_its_budget(checkout):
+    """`run NAME - --budget cpu ...` runs that budget instead of the default small one (the model
+    name is bad on purpose: the job fails at once, after the command line is printed)."""
+    (checkout / "q.queue").write_text("run named - --budget cpu --task mqar --models nope\n"
+                                      "run default - --task mqar --models nope\n")
+    result = bash(checkout, "scripts/gpu/run_queue.sh", "200", "q.queue")
+    named, default = (line for line in result.stdout.splitlines() if line.startswith("+ ["))
+    assert "--budget cpu" in named and "--budget small" not in named
+    assert "--budget small" in default
+
+
+def test_models_side_by_side_get_a_folder_and_a_log_each(checkout):
+    """One process per entry, MODEL@KEY=VALUE in its own folder; the worst exit status."""
+    result = bash(checkout, "scripts/gpu/run_models_side_by_side.sh", "out", "nope,nope@pattern=sqrt",
+                  "--budget", "tiny", "--task", "mqar")
+    assert result.returncode != 0
+    assert (checkout / "out" / "nope.log").exists() and (checkout / "out" / "nope_sqrt.log").exists()
+    assert "unknown model" in (checkout / "out" / "nope.log").read_text().lower()
