@@ -1,6 +1,6 @@
 """Hierarchical sparse attention (HSA): the math, in plain torch.
 
-Two parts, used by bimix_bench/baselines/hsa.py:
+Two parts, used by baselines/hsa.py:
 
 Sliding-window attention. Query t sees keys t - W + 1 .. t (the causal mask of
 bimix_bench.ops.attention, cut to the window) through torch SDPA with a band mask; decoding keeps
