@@ -95,10 +95,15 @@ def test_an_interrupt_swallowed_by_library_code_still_stops_the_run(tmp_path, mo
         raise RuntimeError("ptxas failed with error code -2")
 
     monkeypatch.setattr(runner, "train_model", interrupted_compile)
-    with pytest.raises(KeyboardInterrupt):
-        execute(request(tmp_path / "run"))
-    assert not (tmp_path / "run" / "records.jsonl").exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    # A shell's background job starts with SIGINT ignored, and Python then keeps it ignored.
+    original = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            execute(request(tmp_path / "run"))
+        assert not (tmp_path / "run" / "records.jsonl").exists()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    finally:
+        signal.signal(signal.SIGINT, original)
 
 
 def test_interrupting_the_launcher_stops_its_workers(tmp_path):
@@ -110,7 +115,9 @@ def test_interrupting_the_launcher_stops_its_workers(tmp_path):
             "--models", "transformer,linear_attn", "--seeds", "0", "--gpus", "0,0", "--no-checkpoints",
             "--set", "train.steps=400", "--set", "train.eval_every=2", "--out", str(out)]
     launcher = subprocess.Popen([sys.executable, "-m", "bimix_bench", *args], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, env={**os.environ, "COLUMNS": "200"})
+                                stderr=subprocess.DEVNULL, env={**os.environ, "COLUMNS": "200"},
+                                # as from a terminal, also when the tests run as a background job
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not list((out / "state").glob("*.pt")) if (out / "state").exists() else True:
         assert launcher.poll() is None and time.time() < deadline
