@@ -24,6 +24,8 @@ from bimix_bench.tasks.multidoc_qa.corpus import python_docs_corpus, sentence_bo
 from bimix_bench.tasks.multidoc_qa.evaluation import qa_metrics
 from bimix_bench.tasks.multidoc_qa.generated import GENERATED_SUBTASKS, generate_example, max_answer_bytes
 from bimix_bench.tasks.multidoc_qa.layout import QAExample, build_prompt
+from bimix_bench.tasks.multidoc_qa.ruler import FILLER
+from bimix_bench.metrics.qa import item_recall
 from bimix_bench.tasks.multidoc_qa.real import (
     LoadStats,
     find_hotpot_files,
@@ -37,7 +39,9 @@ from tests.scripted_reader import ScriptedReader
 
 FIXTURES = Path(__file__).parent / "fixtures" / "multidoc_qa"
 SETTINGS = {"multikey_needle": {"n_keys": 4}, "multivalue": {"n_values": 3, "n_distractors": 2},
-            "variable_tracking": {"n_chains": 3, "n_hops": 3}, "bridge": {"n_distractors": 3}}
+            "variable_tracking": {"n_chains": 3, "n_hops": 3}, "bridge": {"n_distractors": 3},
+            "single_needle_noise": {}, "multiquery": {"n_keys": 5, "n_queries": 3},
+            "common_words": {"n_common": 4, "common_freq": 9, "uncommon_freq": 3}}
 CONTEXT, N_DOCS, BUCKETS = 2048, 5, 5
 RUN_CFG = deep_merge(load_budget("tiny"), {"train": {"precision": "fp32"}, "eval": {"test_examples": 100}})
 
@@ -46,7 +50,7 @@ def make(subtask: str, i: int, seed: int = 0) -> QAExample:
     cfg = SETTINGS[subtask]
     prompt_len = CONTEXT - max_answer_bytes(subtask, cfg)
     rng = np.random.default_rng([seed, 2, GENERATED_SUBTASKS.index(subtask), i])
-    return generate_example(subtask, python_docs_corpus(), cfg, rng, i, BUCKETS, N_DOCS, prompt_len)
+    return generate_example(subtask, cfg, rng, i, BUCKETS, N_DOCS, prompt_len)
 
 
 def parts(example: QAExample) -> tuple[list[str], str]:
@@ -158,6 +162,91 @@ def test_bridge(i):
     assert ex.answers == (code,) and doc_a != doc_b  # two hops across two documents
 
 
+@pytest.mark.parametrize("i", range(6))
+def test_single_needle_in_noise(i):
+    ex = make("single_needle_noise", i)
+    docs, question = parts(ex)
+    assert len(docs) == 1  # one continuous haystack, as in RULER
+    (needle,) = MAGIC.findall(docs[0])
+    key = re.fullmatch(r"What is the special magic number for (\S+)\?", question).group(1)
+    assert needle[0] == key and ex.answers == (needle[1],) and ex.items == (needle[1],)
+    # Everything but the needle is the filler passage, sentence by sentence.
+    rest = re.sub(r"The special magic number for \S+ is \d+\. ", "", docs[0])
+    sentences = {t.strip() for t in re.split(r"(?<=\.)[ \n]", rest) if t.strip()}
+    filler = {t.strip() for t in re.split(r"(?<=\.) ", FILLER)}
+    assert sentences - filler <= {max(sentences - filler, key=len, default="")}  # a cut last sentence
+    assert all(any(f.startswith(t) for f in filler) for t in sentences - filler)
+    assert math.isclose(ex.depth, depth_of(ex, f"The special magic number for {key} is"), abs_tol=1e-12)
+
+
+@pytest.mark.parametrize("i", range(6))
+def test_multiquery(i):
+    ex = make("multiquery", i)
+    docs, question = parts(ex)
+    found = dict(m for d in docs for m in MAGIC.findall(d))
+    asked = re.fullmatch(r"What are the special magic numbers for (.+)\?", question).group(1)
+    keys = re.split(r", | and ", asked)
+    assert len(found) == 5 and len(keys) == 3 and set(keys) <= set(found)
+    assert ex.answers == (", ".join(found[k] for k in keys),) and ex.items == tuple(found[k] for k in keys)
+    first = min(depth_of(ex, f"The special magic number for {k} is") for k in keys)
+    assert math.isclose(ex.depth, first, abs_tol=1e-12)
+
+
+def test_multiquery_asks_in_an_order_unrelated_to_the_documents():
+    orders = set()
+    for i in range(12):
+        ex = make("multiquery", i)
+        keys = re.split(r", | and ", re.fullmatch(r"What are the special magic numbers for (.+)\?",
+                                                  parts(ex)[1]).group(1))
+        depths = [depth_of(ex, f"The special magic number for {k} is") for k in keys]
+        orders.add(tuple(np.argsort(depths)))
+    assert len(orders) > 2
+
+
+@pytest.mark.parametrize("i", range(6))
+def test_common_words(i):
+    ex = make("common_words", i)
+    docs, question = parts(ex)
+    assert len(docs) == 1 and ex.depth is None
+    n = int(re.fullmatch(r"What are the (\d+) most common words in the list above\?", question).group(1))
+    listed = re.findall(r"(\d+)\. ([a-z]+)", docs[0])
+    assert [int(k) for k, _ in listed] == list(range(1, len(listed) + 1))  # numbered in order
+    assert docs[0].rstrip(" ") == " ".join(f"{k}. {w}" for k, w in listed)  # only padding after it
+    counts: dict[str, int] = {}
+    for _, w in listed:
+        counts[w] = counts.get(w, 0) + 1
+    common = [w for w, c in counts.items() if c == 9]
+    assert n == 4 and len(common) == 4 and set(counts.values()) == {9, 3}
+    assert len(counts) > 4  # other words fill the list
+    first_seen = sorted(common, key=[w for _, w in listed].index)
+    assert ex.answers == (" ".join(first_seen),) and ex.items == tuple(first_seen)
+    assert len(docs[0]) - len(docs[0].rstrip(" ")) < 3 * (len(str(len(listed) + 3)) + 3 + 10)
+
+
+def test_item_recall_is_rulers_string_match_all():
+    assert item_recall("1234567, 7654321", ("1234567", "7654321")) == 1.0
+    assert item_recall("7654321 and more", ("1234567", "7654321")) == 0.5
+    assert item_recall("The words: Apple pear", ("apple", "plum")) == 0.5
+    with pytest.raises(ValueError):
+        item_recall("x", ())
+
+
+def test_longer_test_asks_the_same_questions_in_more_haystack():
+    cfg = TASKS.get("multidoc_qa").obj.defaults("tiny")
+    data = TASKS.get("multidoc_qa").obj.load("multiquery", cfg, 0, None)
+    base, longer = data.test, data.at_length(4).test
+    assert len(longer) == len(base) and data.at_length(4).context == 4 * data.context
+    for i in range(3):
+        short_in, short_t = base.fetch(i)
+        long_in, long_t = longer.fetch(i)
+        assert len(long_in) - len(short_in) == 3 * data.context
+        # the same question and answer, at the end of a prompt 4 times as long
+        answer = short_t[short_t != -100]
+        assert torch.equal(long_t[long_t != -100], answer)
+        question_tail = short_in[-(len(answer) + 40):]
+        assert torch.equal(long_in[-len(question_tail):], question_tail)
+
+
 @pytest.mark.parametrize("subtask", GENERATED_SUBTASKS)
 def test_generation_is_deterministic_and_exactly_sized(subtask):
     a, b, c = make(subtask, 3), make(subtask, 3), make(subtask, 3, seed=1)
@@ -177,8 +266,16 @@ def test_depths_are_stratified_over_buckets():
 def test_too_small_context_is_a_clear_error():
     with pytest.raises(ValueError, match="raise the context"):
         rng = np.random.default_rng(0)
-        generate_example("multivalue", python_docs_corpus(), {"n_values": 8, "n_distractors": 4}, rng, 0,
-                         5, 4, prompt_len=300)
+        generate_example("multivalue", {"n_values": 8, "n_distractors": 4}, rng, 0, 5, 4, prompt_len=300)
+    with pytest.raises(ValueError, match="raise the context"):
+        generate_example("common_words", {"n_common": 10, "common_freq": 30, "uncommon_freq": 3},
+                         np.random.default_rng(0), 0, 5, 1, prompt_len=1000)
+    with pytest.raises(ValueError, match="uncommon_freq < common_freq"):
+        generate_example("common_words", {"n_common": 2, "common_freq": 3, "uncommon_freq": 3},
+                         np.random.default_rng(0), 0, 5, 1, prompt_len=1000)
+    with pytest.raises(ValueError, match="n_queries <= n_keys"):
+        generate_example("multiquery", {"n_keys": 2, "n_queries": 3}, np.random.default_rng(0), 0, 5, 4,
+                         prompt_len=1000)
 
 
 # --- real data loaders on fixtures --------------------------------------------------------------
@@ -288,6 +385,22 @@ def test_tiny_generated_run_through_the_cli(tmp_path):
     assert sum(v for k, v in test.items() if k.startswith("n_depth_")) == 6
     assert test["n_bytes"] > 0  # bits per byte over answer bytes and EOS only
     assert rec["data"]["prompt_len"] == 512 - rec["data"]["max_answer_bytes"]
+    assert 0 <= test["item_recall"] <= 1  # RULER's score beside exact match
+    assert "bits_per_byte_len2x" in test and "loss_len2x" in test  # the same questions at 2x the context
+
+
+def test_every_generated_subtask_runs_through_the_cli(tmp_path):
+    result = CliRunner().invoke(app, ["run", "--task", "multidoc_qa", "--subtasks", ",".join(GENERATED_SUBTASKS),
+                                      "--out", str(tmp_path), *FAST])
+    assert result.exit_code == 0, result.output
+    records = read_records(tmp_path)
+    assert sorted(r["subtask"] for r in records) == sorted(GENERATED_SUBTASKS)
+    for rec in records:
+        validate_record(rec)
+        assert rec["status"] == "ok", rec["reason"]
+        assert 0 <= rec["metrics"]["test"]["item_recall"] <= 1
+    noise = next(r for r in records if r["subtask"] == "single_needle_noise")
+    assert "RULER" in noise["data"]["source"] and noise["data"]["n_docs"] == 1
 
 
 def test_tiny_hotpotqa_run_on_fixtures_and_skip_without(tmp_path):
@@ -311,6 +424,6 @@ def test_tiny_hotpotqa_run_on_fixtures_and_skip_without(tmp_path):
 def test_family_lists_subtasks_and_grows_context_with_budget():
     task = TASKS.get("multidoc_qa").obj
     names = [s.name for s in task.subtasks()]
-    assert names[:4] == list(GENERATED_SUBTASKS) and "hotpotqa" in names and "longbench_musique" in names
+    assert names[:len(GENERATED_SUBTASKS)] == list(GENERATED_SUBTASKS) and "hotpotqa" in names and "longbench_musique" in names
     contexts = [task.defaults(b)["context"] for b in ("small", "medium", "large")]
     assert contexts[0] >= 4096 and contexts == sorted(contexts) and len(set(contexts)) == 3

@@ -69,6 +69,15 @@ def best_scores(prediction: str, golds: Sequence[str], scoring: str = "squad") -
             max(token_f1(prediction, g, scoring) for g in golds))
 
 
+def item_recall(prediction: str, items: Sequence[str]) -> float:
+    """Share of `items` found anywhere in the prediction, ignoring case: RULER's
+    string_match_all, its score for answers of several parts (Hsieh et al. 2024)."""
+    if not items:
+        raise ValueError("no items to recall")
+    text = prediction.lower()
+    return sum(item.lower() in text for item in items) / len(items)
+
+
 def depth_bucket_label(lo: float, hi: float) -> str:
     return f"{lo:.1f}-{hi:.1f}"
 

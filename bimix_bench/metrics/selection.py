@@ -16,7 +16,8 @@ MAIN_METRIC: dict[str, str] = {
     "loss": "min",  # last resort for a task that reports nothing else
 }
 # Other metrics a task may report, for `metric_direction` only.
-OTHER_DIRECTIONS: dict[str, str] = {"perplexity": "min", "rouge_l": "max", "edit_sim": "max"}
+OTHER_DIRECTIONS: dict[str, str] = {"perplexity": "min", "rouge_l": "max", "edit_sim": "max",
+                                    "item_recall": "max"}
 
 
 def metric_direction(name: str) -> str:

@@ -6,9 +6,12 @@ the answer through the model's decode path, exact match and token F1 under the S
 HotpotQA / LongBench normalization, overall and by evidence depth (evaluation.py).
 
 Subtasks:
-  multikey_needle, multivalue, variable_tracking, bridge
-      generated offline over real English prose from Python's documentation (generated.py);
-      RULER- and HotpotQA-style; every prompt fills the context exactly
+  multikey_needle, multivalue, variable_tracking, bridge, single_needle_noise, multiquery,
+  common_words
+      generated offline (generated.py, ruler.py): needles in real English prose from Python's
+      documentation or in repeated filler, and word lists; RULER- and HotpotQA-style; every
+      prompt fills the context exactly, and the test questions can be asked again in longer
+      haystacks (length generalization)
   hotpotqa                  HotpotQA distractor setting (local release or hub; real.py)
   longbench_hotpotqa, longbench_2wikimqa, longbench_musique
       LongBench's multi-document subsets (local jsonl files; real.py)
@@ -17,7 +20,7 @@ Subtasks:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -31,31 +34,40 @@ from bimix_bench.tasks.multidoc_qa.layout import QAExample
 from bimix_bench.tasks.multidoc_qa.real import LONGBENCH_SUBSETS, load_hotpot, load_longbench
 
 SPLITS = ("train", "val", "test")
+# Generated subtasks whose haystack is not the documentation's prose (one document each).
+HAYSTACKS = {
+    "single_needle_noise": "generated: one needle in a repeated filler passage (RULER S-NIAH with noise)",
+    "common_words": "generated: numbered lists of words from pydoc_data.topics (RULER CWE)",
+}
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 _DESCRIPTIONS = {
     "multikey_needle": "several 'special magic number' needles; recall one key's number",
     "multivalue": "one key with several numbers among other keys; recall all of them",
     "variable_tracking": "VAR chains across documents; list the variables holding a value",
     "bridge": "entity -> city in one document, city -> code in another; answer the code",
+    "single_needle_noise": "RULER S-NIAH: one magic-number needle in repeated filler text",
+    "multiquery": "RULER MQ-NIAH: several needles; recall the numbers of several keys at once",
+    "common_words": "RULER CWE: a word list; name the words that occur most often",
     "hotpotqa": "HotpotQA distractor setting (real data: --data-dir or hub)",
     **{name: f"LongBench {subset} (real data: --data-dir)" for name, subset in LONGBENCH_SUBSETS.items()},
 }
 
 
 def _generated_splits(subtask: str, cfg: dict[str, Any], seed: int, sizes: dict[str, int]
-                      ) -> tuple[dict[str, Any], list[QAExample], int, dict[str, Any]]:
+                      ) -> tuple[dict[str, Any], list[QAExample], int, dict[str, Any], Callable]:
     """Train examples are built on demand from (seed, split, subtask, index); val and test are
-    built once (they are scored repeatedly and decoded)."""
-    sub_cfg = cfg[subtask]
+    built once (they are scored repeatedly and decoded). Also returns the test split at a
+    multiple of the context (the same questions in more haystack), built on demand."""
+    sub_cfg = cfg.get(subtask, {})
     max_answer = max_answer_bytes(subtask, sub_cfg)
-    prompt_len = int(cfg["context"]) - max_answer
+    context = int(cfg["context"])
     corpus = python_docs_corpus()
     n_docs, n_buckets = int(cfg["n_docs"]), int(cfg["depth_buckets"])
     code = GENERATED_SUBTASKS.index(subtask)
 
-    def example(split: str, i: int) -> QAExample:
+    def example(split: str, i: int, prompt_len: int = context - max_answer) -> QAExample:
         rng = np.random.default_rng([seed, _SPLIT_CODES[split], code, i])
-        return generate_example(subtask, corpus, sub_cfg, rng, i, n_buckets, n_docs, prompt_len)
+        return generate_example(subtask, sub_cfg, rng, i, n_buckets, n_docs, prompt_len)
 
     try:
         fixed = {s: [example(s, i) for i in range(sizes[s])] for s in ("val", "test")}
@@ -65,14 +77,21 @@ def _generated_splits(subtask: str, cfg: dict[str, Any], seed: int, sizes: dict[
         "train": ExampleSplit(sizes["train"], lambda i: example("train", i).inputs_and_targets(max_answer)),
         **{s: _fixed_split(fixed[s], max_answer) for s in ("val", "test")},
     }
+
+    def longer_test(factor: int) -> ExampleSplit:
+        length = factor * context - max_answer
+        return ExampleSplit(sizes["test"], lambda i: example("test", i, length).inputs_and_targets(max_answer))
+
     meta = {
         "source": f"generated over prose of pydoc_data.topics ({python_description()})",
         "note": "the documentation text differs between Python versions",
         "corpus_paragraphs": len(corpus.paragraph_starts), "corpus_bytes": len(corpus.text),
-        "n_docs": n_docs, "prompt_len": prompt_len, "settings": dict(sub_cfg),
+        "n_docs": n_docs, "prompt_len": context - max_answer, "settings": dict(sub_cfg),
         "depth": "of the evidence farthest from the question; stratified over depth buckets",
     }
-    return splits, fixed["test"], max_answer, meta
+    if subtask in HAYSTACKS:
+        meta.update(source=HAYSTACKS[subtask], n_docs=1)
+    return splits, fixed["test"], max_answer, meta, longer_test
 
 
 def _fixed_split(examples: list[QAExample], max_answer: int) -> ExampleSplit:
@@ -98,15 +117,17 @@ def _real_splits(subtask: str, cfg: dict[str, Any], sizes: dict[str, int], data_
 
 def load_multidoc(subtask: str, cfg: dict[str, Any], seed: int, data_dir: Path | None) -> TaskData:
     sizes = {s: int(cfg[f"n_{s}"]) for s in SPLITS}
+    longer_test = None
     if subtask in GENERATED_SUBTASKS:
-        splits, test_examples, max_answer, meta = _generated_splits(subtask, cfg, seed, sizes)
+        splits, test_examples, max_answer, meta, longer_test = _generated_splits(subtask, cfg, seed, sizes)
     else:
         splits, test_examples, max_answer, meta = _real_splits(subtask, cfg, sizes, data_dir)
     meta = {**meta, "max_answer_bytes": max_answer,
             "sizes": {s: len(splits[s]) for s in SPLITS}, "depth_buckets": int(cfg["depth_buckets"]),
             "f1_scoring": scoring_for(subtask)}
     data = TaskData(task="multidoc_qa", subtask=subtask, objective="lm", context=int(cfg["context"]),
-                    train=splits["train"], val=splits["val"], test=splits["test"], meta=meta)
+                    train=splits["train"], val=splits["val"], test=splits["test"], meta=meta,
+                    longer_test=longer_test)
 
     def extra_metrics(model, split: str, device, run_cfg: dict[str, Any]) -> dict[str, float]:
         if split != "test":
@@ -122,7 +143,8 @@ def load_multidoc(subtask: str, cfg: dict[str, Any], seed: int, data_dir: Path |
 @register_task
 class MultiDocQA(Task):
     name = "multidoc_qa"
-    description = "Multi-document QA: needles, multi-value, variable tracking, bridge; HotpotQA, LongBench"
+    description = ("Multi-document QA: RULER needles (multi-key, multi-value, multi-query, in noise), "
+                   "variable tracking, common words, bridge; HotpotQA, LongBench")
     defaults_path = Path(__file__).parent / "defaults.yaml"
 
     def subtasks(self) -> list[SubtaskInfo]:

@@ -14,6 +14,8 @@ exactly the same length, so the haystack always fills the context.
                       "The registry code of <city> is <code>."; distractor entities with
                       their own cities and codes; the question asks for the entity's code
                       (two hops across two documents)
+  single_needle_noise, multiquery, common_words
+                      RULER's remaining NIAH variants (ruler.py)
 
 Depth: the evidence farthest from the question (smallest depth) is aimed at the depth bucket
 i mod n_buckets for example i, so every bucket is covered about evenly (a needle moves back to
@@ -30,10 +32,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bimix_bench.tasks.multidoc_qa.corpus import ProseCorpus, sentence_boundaries
+from bimix_bench.tasks.multidoc_qa.corpus import ProseCorpus, python_docs_corpus, sentence_boundaries
 from bimix_bench.tasks.multidoc_qa.layout import QAExample, build_prompt, prompt_overhead, to_example
+from bimix_bench.tasks.multidoc_qa.ruler import common_words_answer_room, common_words_example, noise_corpus
 
-GENERATED_SUBTASKS = ("multikey_needle", "multivalue", "variable_tracking", "bridge")
 _MIN_DOC_BYTES = 16
 _KINDS = ("Institute", "Archive", "Foundation", "Observatory", "Museum", "Academy", "Library", "Gallery")
 _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "st", "th")
@@ -52,20 +54,7 @@ class Question:
     needles: list[Needle]
     question: bytes
     answer: str
-
-
-def max_answer_bytes(subtask: str, cfg: dict[str, Any]) -> int:
-    """Longest answer a subtask can produce with its settings (the answer room in a row)."""
-    if subtask == "multikey_needle":
-        return 7
-    if subtask == "multivalue":
-        n = int(cfg["n_values"])
-        return 7 * n + 2 * (n - 1)
-    if subtask == "variable_tracking":
-        return 6 * (int(cfg["n_hops"]) + 1) - 1
-    if subtask == "bridge":
-        return 7
-    raise KeyError(subtask)
+    items: tuple[str, ...] = ()  # the answer's parts, for RULER's item recall (none: whole answer)
 
 
 # --- names, numbers, codes ----------------------------------------------------------------
@@ -121,7 +110,8 @@ def multikey_needle(rng: np.random.Generator, corpus: ProseCorpus, cfg: dict[str
     (depth,) = _evidence_depths(rng, 1, bucket, n_buckets)
     needles = [Needle(_magic(keys[0], values[0]), depth, True)]
     needles += [Needle(_magic(k, v), float(rng.random()), False) for k, v in zip(keys[1:], values[1:])]
-    return Question(needles, f"What is the special magic number for {keys[0]}?".encode(), values[0])
+    return Question(needles, f"What is the special magic number for {keys[0]}?".encode(), values[0],
+                    (values[0],))
 
 
 def multivalue(rng: np.random.Generator, corpus: ProseCorpus, cfg: dict[str, Any],
@@ -133,7 +123,7 @@ def multivalue(rng: np.random.Generator, corpus: ProseCorpus, cfg: dict[str, Any
     needles = [Needle(_magic(keys[0], v), d, True) for v, d in zip(values[:n], depths)]
     needles += [Needle(_magic(k, v), float(rng.random()), False) for k, v in zip(keys[1:], values[n:])]
     question = f"What are all the special magic numbers for {keys[0]}?".encode()
-    return Question(needles, question, ", ".join(values[:n]))  # depths ascend: document order
+    return Question(needles, question, ", ".join(values[:n]), tuple(values[:n]))  # document order
 
 
 def variable_tracking(rng: np.random.Generator, corpus: ProseCorpus, cfg: dict[str, Any],
@@ -152,7 +142,7 @@ def variable_tracking(rng: np.random.Generator, corpus: ProseCorpus, cfg: dict[s
             f"VAR {b} = VAR {a}." for a, b in zip(chain[:-1], chain[1:])]
         needles += [Needle(t.encode(), d, c == 0) for t, d in zip(texts, depths)]
     question = f"Find all variables that are assigned the value {values[0]}.".encode()
-    return Question(needles, question, " ".join(names[: hops + 1]))
+    return Question(needles, question, " ".join(names[: hops + 1]), tuple(names[: hops + 1]))
 
 
 def bridge(rng: np.random.Generator, corpus: ProseCorpus, cfg: dict[str, Any],
@@ -171,11 +161,90 @@ def bridge(rng: np.random.Generator, corpus: ProseCorpus, cfg: dict[str, Any],
         needles += [Needle(located[i], float(rng.random()), False),
                     Needle(coded[i], float(rng.random()), False)]
     question = f"What is the registry code of the city where {entities[0]} is located?".encode()
-    return Question(needles, question, codes[0])
+    return Question(needles, question, codes[0], (codes[0],))
 
 
-MAKERS = {"multikey_needle": multikey_needle, "multivalue": multivalue,
-          "variable_tracking": variable_tracking, "bridge": bridge}
+def single_needle_noise(rng: np.random.Generator, corpus: ProseCorpus, cfg: dict[str, Any],
+                        bucket: int, n_buckets: int) -> Question:
+    key, value = _key(rng, corpus.words), _number(rng, 7)
+    (depth,) = _evidence_depths(rng, 1, bucket, n_buckets)
+    return Question([Needle(_magic(key, value), depth, True)],
+                    f"What is the special magic number for {key}?".encode(), value, (value,))
+
+
+def _listing(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def multiquery(rng: np.random.Generator, corpus: ProseCorpus, cfg: dict[str, Any],
+               bucket: int, n_buckets: int) -> Question:
+    """n_keys needles; n_queries of them asked in one question, in an order unrelated to the
+    documents' (the farthest asked needle sits in the depth bucket)."""
+    n, asked = int(cfg["n_keys"]), int(cfg["n_queries"])
+    if not 1 <= asked <= n:
+        raise ValueError(f"multiquery needs 1 <= n_queries <= n_keys, got {asked} and {n}")
+    keys = _distinct(n, lambda: _key(rng, corpus.words))
+    values = _distinct(n, lambda: _number(rng, 7))
+    depths = _evidence_depths(rng, asked, bucket, n_buckets)
+    needles = [Needle(_magic(k, v), d, True) for k, v, d in zip(keys[:asked], values[:asked], depths)]
+    needles += [Needle(_magic(k, v), float(rng.random()), False) for k, v in zip(keys[asked:], values[asked:])]
+    order = rng.permutation(asked).tolist()
+    question = f"What are the special magic numbers for {_listing([keys[i] for i in order])}?".encode()
+    answer = [values[i] for i in order]
+    return Question(needles, question, ", ".join(answer), tuple(answer))
+
+
+def _values_room(n: int) -> int:
+    return 7 * n + 2 * (n - 1)  # n seven-digit numbers joined by ", "
+
+
+@dataclass(frozen=True)
+class NeedleSubtask:
+    """A generated subtask whose evidence is sentences inserted into a haystack."""
+
+    make: Callable[..., Question]  # (rng, corpus, settings, depth bucket, n_buckets) -> Question
+    answer_room: Callable[[dict[str, Any]], int]  # longest answer with these settings
+    haystack: Callable[[], ProseCorpus] = python_docs_corpus
+    one_document: bool = False  # one continuous haystack instead of the family's n_docs documents
+    separate_evidence: bool = False  # evidence needles in distinct documents
+
+    def example(self, rng: np.random.Generator, cfg: dict[str, Any], index: int, n_buckets: int,
+                n_docs: int, prompt_len: int) -> QAExample:
+        corpus = self.haystack()
+        question = self.make(rng, corpus, cfg, index % n_buckets, n_buckets)
+        return assemble(question, corpus, rng, 1 if self.one_document else n_docs, prompt_len,
+                        self.separate_evidence)
+
+
+@dataclass(frozen=True)
+class ListSubtask:
+    """A generated subtask whose whole prompt is the material (no needles, no depth)."""
+
+    build: Callable[[np.random.Generator, dict[str, Any], int], QAExample]  # (rng, settings, prompt_len)
+    answer_room: Callable[[dict[str, Any]], int]
+
+    def example(self, rng: np.random.Generator, cfg: dict[str, Any], index: int, n_buckets: int,
+                n_docs: int, prompt_len: int) -> QAExample:
+        return self.build(rng, cfg, prompt_len)
+
+
+# Order matters: a subtask's position seeds its examples' generators (keep new ones at the end).
+GENERATED: dict[str, NeedleSubtask | ListSubtask] = {
+    "multikey_needle": NeedleSubtask(multikey_needle, lambda cfg: 7),
+    "multivalue": NeedleSubtask(multivalue, lambda cfg: _values_room(int(cfg["n_values"]))),
+    "variable_tracking": NeedleSubtask(variable_tracking, lambda cfg: 6 * (int(cfg["n_hops"]) + 1) - 1),
+    "bridge": NeedleSubtask(bridge, lambda cfg: 7, separate_evidence=True),
+    "single_needle_noise": NeedleSubtask(single_needle_noise, lambda cfg: 7, haystack=noise_corpus,
+                                         one_document=True),
+    "multiquery": NeedleSubtask(multiquery, lambda cfg: _values_room(int(cfg["n_queries"]))),
+    "common_words": ListSubtask(common_words_example, common_words_answer_room),
+}
+GENERATED_SUBTASKS = tuple(GENERATED)
+
+
+def max_answer_bytes(subtask: str, cfg: dict[str, Any]) -> int:
+    """Longest answer a subtask can produce with its settings (the answer room in a row)."""
+    return GENERATED[subtask].answer_room(cfg)
 
 
 # --- assembling a prompt of exact length ----------------------------------------------------
@@ -224,7 +293,7 @@ def assemble(question: Question, corpus: ProseCorpus, rng: np.random.Generator, 
             shift = sum(len(inserts[j]) for d, o, j in placements
                         if d == doc and (o < offset or (o == offset and j < i)))
             depths.append(layout.depth(doc, offset + shift))
-    return to_example(layout, (question.answer,), min(depths) if depths else None)
+    return to_example(layout, (question.answer,), min(depths) if depths else None, question.items)
 
 
 def _nearest_free_doc(doc: int, used: set[int], n_docs: int) -> int:
@@ -235,7 +304,7 @@ def _nearest_free_doc(doc: int, used: set[int], n_docs: int) -> int:
     raise ValueError(f"cannot put evidence in distinct documents with only {n_docs} documents")
 
 
-def generate_example(subtask: str, corpus: ProseCorpus, cfg: dict[str, Any], rng: np.random.Generator,
-                     index: int, n_buckets: int, n_docs: int, prompt_len: int) -> QAExample:
-    question = MAKERS[subtask](rng, corpus, cfg, index % n_buckets, n_buckets)
-    return assemble(question, corpus, rng, n_docs, prompt_len, separate_evidence=subtask == "bridge")
+def generate_example(subtask: str, cfg: dict[str, Any], rng: np.random.Generator, index: int,
+                     n_buckets: int, n_docs: int, prompt_len: int) -> QAExample:
+    """Example `index` of a generated subtask with a prompt of exactly prompt_len ids."""
+    return GENERATED[subtask].example(rng, cfg, index, n_buckets, n_docs, prompt_len)

@@ -24,6 +24,7 @@ class QAExample:
     prompt: torch.Tensor  # (P,) int16: BOS, documents and question, each closed by SEP
     answers: tuple[str, ...]  # gold answers; the first one is the training target
     depth: float | None  # depth of the evidence farthest from the question (None: unknown)
+    items: tuple[str, ...] = ()  # the first answer's parts, scored by item recall (RULER)
 
     def inputs_and_targets(self, max_answer_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs (L,), targets (L,) with L = P + answer bytes; targets -100 except on the
@@ -73,5 +74,6 @@ def prompt_overhead(n_documents: int, question: bytes) -> int:
     return 1 + n_documents + len(question) + 1
 
 
-def to_example(layout: PromptLayout, answers: tuple[str, ...], depth: float | None) -> QAExample:
-    return QAExample(torch.from_numpy(layout.ids), answers, depth)
+def to_example(layout: PromptLayout, answers: tuple[str, ...], depth: float | None,
+               items: tuple[str, ...] = ()) -> QAExample:
+    return QAExample(torch.from_numpy(layout.ids), answers, depth, items)
