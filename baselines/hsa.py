@@ -19,7 +19,9 @@ mixes the k results by a softmax over their landmark scores. k is the option top
 stays a small share of the chunks visible at the training length (sparsity in training).
 
 Paths (option `backend`): "gather" (the reference: gather the chosen chunks), "dense" (every
-chunk scored, the non-chosen weighted 0), "auto" (whichever holds fewer elements at the length).
+chunk scored, the non-chosen weighted 0), "auto" (whichever holds fewer elements at the length),
+"flex" (torch flex_attention, one block-masked pass per selection rank, compiled on CUDA;
+bimix_bench/ops/hsa_flex.py; it trains only on CUDA: flex_attention has no CPU backward).
 Decoding keeps the window's keys and values in a ring, and at the chunking layer the chunk memory
 and a buffer of the current chunk, encoded once the chunk is complete.
 """
@@ -48,6 +50,7 @@ from bimix_bench.ops.hsa import (
     visible_chunk_count,
     window_attention,
 )
+from bimix_bench.ops.hsa_flex import retrieve_flex
 from bimix_bench.ops.rotary import DEFAULT_ROPE_BASE, apply_rope, rope_at, rope_cos_sin
 
 INIT_STD = 0.02
@@ -56,7 +59,7 @@ MEMORY = "hsa.chunk_memory"  # the carry's key for the chunk memory
 DEFAULTS = {"backend": "auto", "window": 64, "chunk_size": 64, "top_k": 8,
             "max_selected_fraction": 0.125, "encoder_layers": 1, "bypass": True,
             "rope_base": DEFAULT_ROPE_BASE}
-BACKENDS = ("auto", "gather", "dense")
+BACKENDS = ("auto", "gather", "dense", "flex")
 MIN_TOP_K = 2  # one chosen chunk has weight 1 whatever its score: no gradient to the landmarks
 
 Read = Callable[..., torch.Tensor]  # retrieve_gather or retrieve_dense
@@ -65,6 +68,8 @@ _READ_REASONS = {
             "at the length (no fused kernel yet)",
     "gather": "backend=gather requested: the chosen chunks gathered per query",
     "dense": "backend=dense requested: every chunk scored, the non-chosen ones weighted 0",
+    "flex": "backend=flex requested: torch flex_attention, one block-masked pass per selection "
+            "rank (compiled on CUDA)",
 }
 
 
@@ -373,6 +378,9 @@ class HierarchicalSparseAttention(TokenMixer):
             k = min(self.top_k, n_chunks)
             cheaper = dense_is_cheaper(n_chunks, k, self.opts.chunk_size, head_dim)
             choice = "dense" if cheaper else "gather"
+        if choice == "flex":
+            self.backend = "sdpa-window+flex-attention"
+            return retrieve_flex
         self.backend = f"sdpa-window+torch-{choice}"
         return retrieve_dense if choice == "dense" else retrieve_gather
 

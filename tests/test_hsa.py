@@ -29,6 +29,7 @@ from bimix_bench.ops.hsa import (
     select_chunks,
     sliding_window_mask,
 )
+from bimix_bench.ops.hsa_flex import retrieve_flex
 from bimix_bench.registry import MODELS
 from tests.host_reads import no_host_reads
 from tests.mixer_contract import (
@@ -131,7 +132,7 @@ def loop_retrieval(memory, q_select, q_attend, k, S, W):
     return out
 
 
-@pytest.mark.parametrize("read", [retrieve_gather, retrieve_dense])
+@pytest.mark.parametrize("read", [retrieve_gather, retrieve_dense, retrieve_flex])
 def test_retrieval_equals_the_per_query_definition(read):
     memory, q_select, q_attend = memory_and_queries()
     scores = q_select @ memory.landmarks.transpose(-1, -2) / math.sqrt(8)
@@ -170,6 +171,41 @@ def test_the_weights_carry_the_loss_into_the_landmarks():
     assert (grad_norm[chosen] > 0).all() and (grad_norm[~chosen] == 0).all()
 
 
+def test_the_flex_path_equals_the_reference_through_the_model():
+    """backend=flex (flex_attention's eager implementation here) against backend=gather."""
+    ids = torch.randint(0, VOCAB, (2, 64), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        flex, gather = make_model(3, backend="flex"), make_model(3, backend="gather")
+        torch.testing.assert_close(flex(ids), gather(ids), atol=1e-5, rtol=1e-5)
+    assert flex.blocks[2].mixer.backend == "sdpa-window+flex-attention"
+
+
+def test_the_flex_path_refuses_to_train_on_cpu():
+    model = make_model(2, backend="flex").train()
+    with pytest.raises(UsageError, match="trains only on CUDA"):
+        model(torch.randint(0, VOCAB, (1, 64)))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_flex_kernel_equals_the_reference_on_cuda_in_outputs_and_gradients(dtype):
+    memory, q_select, q_attend = memory_and_queries(B=2, H=4, Tq=512, C=24, S=16, Dh=32,
+                                                    dtype=torch.float32, seed=6)
+    visible = chunk_visibility(torch.arange(512), 24, 16, 64)
+
+    def through(read):
+        def run(q_sel, q_att, landmarks, keys, values):
+            idx, weights = select_chunks(q_sel @ landmarks.transpose(-1, -2), visible.cuda(), 4)
+            return read(q_att, keys, values, idx, weights)
+        return run
+
+    tensors = [t.cuda().to(dtype) for t in (q_select, q_attend, memory.landmarks, memory.keys,
+                                             memory.values)]
+    tol = {"atol": 5e-2, "rtol": 5e-2} if dtype == torch.bfloat16 else {"atol": 2e-4, "rtol": 2e-4}
+    assert_same_outputs_and_grads(through(retrieve_gather), through(retrieve_flex), tensors, **tol)
+
+
 def test_with_no_visible_chunk_nothing_is_retrieved():
     memory, q_select, q_attend = memory_and_queries(Tq=7)
     idx, weights = select_chunks(q_select @ memory.landmarks.transpose(-1, -2),
@@ -178,7 +214,7 @@ def test_with_no_visible_chunk_nothing_is_retrieved():
     assert (retrieve_dense(q_attend, memory.keys, memory.values, idx, weights) == 0).all()
 
 
-@pytest.mark.parametrize("backend", ["gather", "dense"])
+@pytest.mark.parametrize("backend", ["gather", "dense", "flex"])
 def test_a_query_reads_only_its_window_and_its_chosen_chunks(backend):
     """An upper layer with the memory given: changing the keys and values of a chunk that a
     query did not choose (visible or local) leaves that query's output exactly as it was;

@@ -19,8 +19,8 @@ so the weights carry the gradient into the landmarks. Two exact forms of the sam
   retrieve_gather  gathers the k chosen chunks per query: O(Tq k S Dh) memory, what decode runs
   retrieve_dense   scores every chunk and zeroes the non-chosen ones by their weight: O(Tq C S)
                    memory, the cheaper form at training lengths (dense_is_cheaper decides)
-A fused GPU kernel (torch flex_attention or Triton) would sit beside these two and be checked
-against retrieve_gather.
+The flex_attention path (hsa_flex.retrieve_flex) sits beside these two and is checked against
+retrieve_gather.
 """
 
 from __future__ import annotations
