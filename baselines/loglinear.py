@@ -11,9 +11,9 @@ paper's exact parameterisation of lam was not available to us). W_lam has one ou
 and level for up to `max_length` tokens (17 levels for 64K).
 
 Backends: "fla" (fla's chunk_log_linear_attn on CUDA), "reference" (the quadratic masked form
-in plain torch); "auto" takes fla on CUDA where fla-core has the kernel and, when training, the
-per-token-gated backward is trusted on this GPU (the gate the other fla paths use), else the
-reference, and says why. Decoding keeps level_count(max_len) states: O(log T) memory.
+in plain torch); "auto" takes fla on CUDA where fla-core has the kernel, the head sizes are powers
+of two and, when training, the per-token-gated backward is trusted on this GPU (the gate the
+other fla paths use), else the reference, and says why. Decoding keeps level_count(max_len) states: O(log T) memory.
 """
 
 from __future__ import annotations
@@ -47,8 +47,13 @@ class LogLinearDecodeState:
     position: torch.Tensor  # (1,) int64 on the device
 
 
-def fla_log_linear_problem(device: torch.device, needs_grad: bool) -> str | None:
-    """Why fla's log-linear kernel cannot run here, or None."""
+def fla_log_linear_problem(device: torch.device, needs_grad: bool, head_dim: int, d_state: int
+                           ) -> str | None:
+    """Why fla's log-linear kernel cannot run here (or with these sizes), or None."""
+    odd = {name: n for name, n in (("head_dim", head_dim), ("d_state", d_state)) if n & (n - 1)}
+    if odd:
+        sizes = ", ".join(f"{name} {n}" for name, n in odd.items())
+        return f"fla's chunk_log_linear_attn needs power-of-two head sizes ({sizes})"
     if device.type != "cuda":
         return f"fla needs a CUDA device (tensors on {device.type})"
     fla, reason = load_fla()
@@ -74,10 +79,10 @@ class LogLinearMamba2(Mamba2):
         choice = str(cfg.options.get("backend", "auto"))
         if choice not in BACKENDS:
             raise UsageError(f"models.loglinear.backend={choice!r}; valid: {', '.join(BACKENDS)}")
-        if choice == "fla" and (problem := fla_log_linear_problem(torch.device("cuda"), False)):
-            raise SkipCell(f"backend 'fla' unavailable: {problem}")
         super().__init__(MixerConfig(cfg.d_model, cfg.n_heads, cfg.layer_idx, cfg.n_layers,
                                      cfg.max_seq_len, {**cfg.options, "backend": "chunked"}))
+        if choice == "fla" and (problem := self.fla_problem(torch.device("cuda"), False)):
+            raise SkipCell(f"backend 'fla' unavailable: {problem}")
         self.cfg = cfg
         self.requested_backend = choice
         self.n_levels = level_count(int(cfg.options.get("max_length", 65536)))
@@ -94,9 +99,12 @@ class LogLinearMamba2(Mamba2):
         acc = torch.promote_types(x.dtype, torch.float32)
         return F.softplus(self.level_proj(x).to(acc)).unflatten(-1, (self.n_ssm_heads, self.n_levels))
 
+    def fla_problem(self, device: torch.device, needs_grad: bool) -> str | None:
+        return fla_log_linear_problem(device, needs_grad, self.head_dim, self.d_state)
+
     def _path(self, x: torch.Tensor):
         grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
-        problem = fla_log_linear_problem(x.device, grad)
+        problem = self.fla_problem(x.device, grad)
         if self.requested_backend == "fla" or (self.requested_backend == "auto" and problem is None):
             if problem:
                 raise SkipCell(f"backend 'fla' unavailable: {problem}")

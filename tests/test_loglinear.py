@@ -118,6 +118,19 @@ def test_backend_on_cpu_is_the_reference_and_says_why():
     assert mixer.backend == "torch-reference" and "CUDA" in mixer.backend_reason
 
 
+def test_head_sizes_that_are_not_powers_of_two_keep_the_reference():
+    """fla's kernel refuses them (seen on an H100 at the cpu budget: d_model 54, one head, so
+    head_dim and d_state 54): auto must take the reference there, and say so."""
+    spec = MODELS.get("loglinear").obj
+    mixer = spec.mixer_cls(MixerConfig(54, 1, 0, 2, 64, {**spec.default_options, "backend": "auto"}))
+    assert (mixer.head_dim, mixer.d_state) == (54, 54)
+    assert "power-of-two" in mixer.fla_problem(torch.device("cuda"), needs_grad=True)
+    mixer(torch.randn(1, 8, 54))
+    assert mixer.backend == "torch-reference" and "power-of-two" in mixer.backend_reason
+    problem = make_mixer().fla_problem(torch.device("cuda"), needs_grad=False)  # 32 wide
+    assert problem is None or "power-of-two" not in problem
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or load_fla()[0] is None, reason="needs CUDA and fla-core")
 def test_fla_kernel_equals_the_reference_gpu():
