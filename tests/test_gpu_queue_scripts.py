@@ -183,8 +183,9 @@ def test_a_run_line_may_name_its_budget(checkout):
 
 def test_models_side_by_side_get_a_folder_and_a_log_each(checkout):
     """One process per entry, MODEL@KEY=VALUE in its own folder; the worst exit status."""
-    result = bash(checkout, "scripts/gpu/run_models_side_by_side.sh", "out", "nope,nope@pattern=sqrt",
-                  "--budget", "tiny", "--task", "mqar")
+    result = bash(checkout, "scripts/gpu/run_models_side_by_side.sh", "out",
+                  "nope,nope@pattern=sqrt,nope@window=16@chunk_size=8", "--budget", "tiny", "--task", "mqar")
     assert result.returncode != 0
     assert (checkout / "out" / "nope.log").exists() and (checkout / "out" / "nope_sqrt.log").exists()
+    assert (checkout / "out" / "nope_16_8.log").exists()
     assert "unknown model" in (checkout / "out" / "nope.log").read_text().lower()

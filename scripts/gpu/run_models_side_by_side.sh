@@ -6,7 +6,8 @@
 # dispatch; a learning-rate grid must run in one process per model (`run --gpus` refuses it), so
 # this is how such a run is spread. A folder that already exists is resumed, so an interrupted
 # call is continued by calling again. A model entry MODEL@KEY=VALUE trains MODEL with
-# --set models.MODEL.KEY=VALUE into the folder MODEL_VALUE (e.g. multistate@pattern=sqrt). Each process gets OMP_NUM_THREADS=2; `compare` reads the
+# --set models.MODEL.KEY=VALUE into the folder MODEL_VALUE (e.g. multistate@pattern=sqrt; several
+# options chain: hsa@window=16@chunk_size=8 goes into hsa_16_8). Each process gets OMP_NUM_THREADS=2; `compare` reads the
 # folders together.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,8 +17,10 @@ pids=()
 for entry in ${models//,/ }; do
   model="${entry%%@*}"; folder="$out/$model"; extra=()
   if [[ "$entry" == *@* ]]; then
-    option="${entry#*@}"; folder="$out/${model}_${option#*=}"
-    extra=(--set "models.$model.$option")
+    options="${entry#*@}"; folder="$out/$model"
+    for option in ${options//@/ }; do
+      folder="${folder}_${option#*=}"; extra+=(--set "models.$model.$option")
+    done
   fi
   if [[ -f "$folder/config.yaml" ]]; then
     command=(python3 -m bimix_bench run --resume "$folder")
