@@ -207,6 +207,7 @@ def test_a_variant_is_its_own_row_not_more_seeds_of_the_model(tmp_path):
     assert set(rows) == {"transformer", "multistate", "multistate[pattern=sqrt]"}
     assert rows["multistate"]["n_ok"] == 2 and rows["multistate[pattern=sqrt]"]["n_ok"] == 2
     assert rows["multistate[pattern=sqrt]"]["mean"] == pytest.approx(0.4)
+    assert "multistate[pattern=sqrt]" in result.output  # printed as is, not read as Rich markup
 
 
 def test_model_variant_names_the_options_set_away_from_the_defaults():

@@ -15,6 +15,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from bimix_bench.cli.common import console
 from bimix_bench.metrics.selection import metric_direction
@@ -133,8 +134,8 @@ def records_table(frame, title: str, view: dict[str, str] | None = None,
         whole = column in NO_WRAP
         table.add_column(view[column], overflow="fold", no_wrap=whole,
                          min_width=needed[column] - 3 if whole else None)
-    for i in range(len(frame)):
-        table.add_row(*[cells[c][i] for c in columns])
+    for i in range(len(frame)):  # Text: a label like "hsa[window=16]" is not Rich markup
+        table.add_row(*[Text(cells[c][i]) for c in columns])
     return table
 
 
