@@ -361,8 +361,8 @@ def batch_size_for_any(cfg: dict[str, Any], task) -> int:
 def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device: torch.device,
              run_dir: Path, run_id: str, env: dict[str, Any], request: RunRequest,
              reporter: Reporter, dist: DistContext | None = None) -> dict[str, Any]:
-    """One cell, in named phases: build (size to the budget), train, score the test split on
-    the best weights, describe how it was obtained, measure throughput, keep the weights.
+    """One cell, in named phases: build (size to the budget), train, score (the test split on
+    the best weights, and how the numbers were obtained), measure throughput, keep the weights.
     A failure is recorded in the cell's status; only bad input (UsageError) and an
     interruption leave the sweep."""
     is_main = dist is None or dist.is_main
@@ -381,40 +381,20 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
         result = train_model(model, data, cfg, device, cell.seed, lambda info: reporter.step(cell, info),
                              state_path=state_path(run_dir, cfg, cell), dist=dist)
         bs_train = batch_size_for(cfg, data.context)
+        ddp_tokens_per_s = None
         if dist is not None:  # every rank takes part in the data-parallel timing
             ddp_tokens_per_s = measure_ddp_train_throughput(model, data, cfg, device, bs_train, dist)
         if not is_main:
             return record
         model.load_state_dict(result.best_state)
-        test_start = time.perf_counter()
-        test = _score_test(model, data, cfg, device, result.best_val)
-        _describe(record, result, data, cfg, test, timings={
-            # Where the wall time went (kernel compilation and autotuning land in the first
-            # calls). Training and validation include earlier processes of a resumed cell; the
-            # rest is this process's, like wall_time_s.
-            "other": test_start - started - (result.train_time_s - result.earlier_train_time_s),
-            "training_steps": result.train_time_s - result.validation_time_s,
-            "validation": result.validation_time_s,
-            "test": time.perf_counter() - test_start,
-        })
-        record["extras"] = _extras(model, data)
+        _score(record, model, result, data, cfg, device, started)
         if request.defer_throughput:  # timed later, alone on the device (engine/pending.py)
             park_weights(run_dir, cfg, cell, options, arch, result.best_state)
             record["status"] = "ok"  # trained and scored; _execute parks it (speeds still null)
             return record
-        throughput_start = time.perf_counter()
-        record_throughput(record, model, data, cfg, device, bs_train)
-        record["timings_s"]["throughput"] = time.perf_counter() - throughput_start
-        if dist is not None:
-            record["distributed"] = _scaling(record, dist, ddp_tokens_per_s)
+        _measure(record, model, data, cfg, device, bs_train, dist, ddp_tokens_per_s)
         if request.save_checkpoints:
-            save_checkpoint(
-                checkpoint_path(run_dir, cfg["task"]["family"], cell.subtask, cell.model, cell.seed,
-                                cell.tag),
-                cell.model, options, arch, result.best_state,
-                {"task": cfg["task"]["family"], "subtask": cell.subtask, "seed": cell.seed,
-                 "best_step": result.best_step},
-            )
+            _keep_weights(run_dir, cfg, cell, options, arch, result)
         record["status"] = "ok"
     except Diverged as err:
         record.update(status="diverged", reason=str(err))
@@ -435,6 +415,46 @@ def run_cell(cell: Cell, data: TaskData | SkipCell, cfg: dict[str, Any], device:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return record
+
+
+def _score(record: dict[str, Any], model: LanguageModel, result: Any, data: TaskData,
+           cfg: dict[str, Any], device: torch.device, started: float) -> None:
+    """Phase: the test split (and longer lengths) on the best weights, how the numbers were
+    obtained, and the mixers' extras."""
+    test_start = time.perf_counter()
+    test = _score_test(model, data, cfg, device, result.best_val)
+    _describe(record, result, data, cfg, test, timings={
+        # Where the wall time went (kernel compilation and autotuning land in the first
+        # calls). Training and validation include earlier processes of a resumed cell; the
+        # rest is this process's, like wall_time_s.
+        "other": test_start - started - (result.train_time_s - result.earlier_train_time_s),
+        "training_steps": result.train_time_s - result.validation_time_s,
+        "validation": result.validation_time_s,
+        "test": time.perf_counter() - test_start,
+    })
+    record["extras"] = _extras(model, data)
+
+
+def _measure(record: dict[str, Any], model: LanguageModel, data: TaskData, cfg: dict[str, Any],
+             device: torch.device, bs_train: int, dist: DistContext | None,
+             ddp_tokens_per_s: float | None) -> None:
+    """Phase: throughput in this process (and the data-parallel scaling under DDP)."""
+    throughput_start = time.perf_counter()
+    record_throughput(record, model, data, cfg, device, bs_train)
+    record["timings_s"]["throughput"] = time.perf_counter() - throughput_start
+    if dist is not None:
+        record["distributed"] = _scaling(record, dist, ddp_tokens_per_s)
+
+
+def _keep_weights(run_dir: Path, cfg: dict[str, Any], cell: Cell, options: dict[str, Any],
+                  arch: Any, result: Any) -> None:
+    """Phase: the best weights as the cell's checkpoint."""
+    save_checkpoint(
+        checkpoint_path(run_dir, cfg["task"]["family"], cell.subtask, cell.model, cell.seed, cell.tag),
+        cell.model, options, arch, result.best_state,
+        {"task": cfg["task"]["family"], "subtask": cell.subtask, "seed": cell.seed,
+         "best_step": result.best_step},
+    )
 
 
 def _build(cell: Cell, data: TaskData, cfg: dict[str, Any], device: torch.device,
