@@ -20,8 +20,9 @@ stays a small share of the chunks visible at the training length (sparsity in tr
 
 Paths (option `backend`): "gather" (the reference: gather the chosen chunks), "dense" (every
 chunk scored, the non-chosen weighted 0), "auto" (whichever holds fewer elements at the length),
-"flex" (torch flex_attention, one block-masked pass per selection rank, compiled on CUDA;
-bimix_bench/ops/hsa_flex.py; it trains only on CUDA: flex_attention has no CPU backward).
+"flex" (torch flex_attention, one block-masked call with each query once per selection rank,
+compiled on CUDA; bimix_bench/ops/hsa_flex.py; it trains only on CUDA: flex_attention has no CPU
+backward). "auto" never picks flex: its speed is not measured yet.
 Decoding keeps the window's keys and values in a ring, and at the chunking layer the chunk memory
 and a buffer of the current chunk, encoded once the chunk is complete.
 """
@@ -65,11 +66,11 @@ MIN_TOP_K = 2  # one chosen chunk has weight 1 whatever its score: no gradient t
 Read = Callable[..., torch.Tensor]  # retrieve_gather or retrieve_dense
 _READ_REASONS = {
     "auto": "chunk retrieval in plain torch, dense or gather form, whichever holds fewer elements "
-            "at the length (no fused kernel yet)",
+            "at the length (flex_attention only when requested)",
     "gather": "backend=gather requested: the chosen chunks gathered per query",
     "dense": "backend=dense requested: every chunk scored, the non-chosen ones weighted 0",
-    "flex": "backend=flex requested: torch flex_attention, one block-masked pass per selection "
-            "rank (compiled on CUDA)",
+    "flex": "backend=flex requested: torch flex_attention, one block-masked call with each query "
+            "once per selection rank (compiled on CUDA)",
 }
 
 

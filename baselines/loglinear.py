@@ -13,7 +13,8 @@ and level for up to `max_length` tokens (17 levels for 64K).
 Backends: "fla" (fla's chunk_log_linear_attn on CUDA), "reference" (the quadratic masked form
 in plain torch); "auto" takes fla on CUDA where fla-core has the kernel, the head sizes are powers
 of two and, when training, the per-token-gated backward is trusted on this GPU (the gate the
-other fla paths use), else the reference, and says why. Decoding keeps level_count(max_len) states: O(log T) memory.
+other fla paths use), else the reference, and says why. Decoding keeps level_count(max_len)
+states: O(log T) memory.
 """
 
 from __future__ import annotations

@@ -174,8 +174,9 @@ def test_single_needle_in_noise(i):
     rest = re.sub(r"The special magic number for \S+ is \d+\. ", "", docs[0])
     sentences = {t.strip() for t in re.split(r"(?<=\.)[ \n]", rest) if t.strip()}
     filler = {t.strip() for t in re.split(r"(?<=\.) ", FILLER)}
-    assert sentences - filler <= {max(sentences - filler, key=len, default="")}  # a cut last sentence
-    assert all(any(f.startswith(t) for f in filler) for t in sentences - filler)
+    partial = sentences - filler
+    assert len(partial) <= 1  # at most the last sentence, cut where the document ends
+    assert all(any(f.startswith(t) for f in filler) for t in partial)
     assert math.isclose(ex.depth, depth_of(ex, f"The special magic number for {key} is"), abs_tol=1e-12)
 
 

@@ -4,9 +4,10 @@
 One flex_attention call over the flattened chunk memory, with each query repeated once per
 selection rank j = 0 .. k-1: a block mask lets row (j, t) of head h see only the S keys of its
 j-th chosen chunk, so each row is that chunk's own softmax, and the k rows of a query are mixed
-by the selection weights exactly as the reference mixes them. A pick that is not visible has weight 0 (select_chunks) but still names a real chunk,
-so no row is ever fully masked. Only the chosen chunks' key blocks are visited: the work is
-O(Tq k S Dh), like the gather form, without materialising the gathered keys.
+by the selection weights exactly as the reference mixes them. A pick that is not visible has
+weight 0 (select_chunks) but still names a real chunk, so no row is ever fully masked. Only
+the chosen chunks' key blocks are visited: the work is O(Tq k S Dh), like the gather form,
+without materialising the gathered keys.
 
 On CUDA the kernel and the block masks are compiled (once per shape); elsewhere flex_attention
 runs torch's eager implementation, which is what the CPU tests compare with the reference.

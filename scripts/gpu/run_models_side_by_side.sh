@@ -7,8 +7,8 @@
 # this is how such a run is spread. A folder that already exists is resumed, so an interrupted
 # call is continued by calling again. A model entry MODEL@KEY=VALUE trains MODEL with
 # --set models.MODEL.KEY=VALUE into the folder MODEL_VALUE (e.g. multistate@pattern=sqrt; several
-# options chain: hsa@window=16@chunk_size=8 goes into hsa_16_8). Each process gets OMP_NUM_THREADS=2; `compare` reads the
-# folders together.
+# options chain: hsa@window=16@chunk_size=8 goes into hsa_16_8). Each process gets
+# OMP_NUM_THREADS=2; `compare` reads the folders together.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="$1"; models="$2"; shift 2
@@ -17,7 +17,7 @@ pids=()
 for entry in ${models//,/ }; do
   model="${entry%%@*}"; folder="$out/$model"; extra=()
   if [[ "$entry" == *@* ]]; then
-    options="${entry#*@}"; folder="$out/$model"
+    options="${entry#*@}"
     for option in ${options//@/ }; do
       folder="${folder}_${option#*=}"; extra+=(--set "models.$model.$option")
     done

@@ -29,16 +29,16 @@ from bimix_bench.task import Chance, ExampleSplit, SubtaskInfo, Task, TaskData, 
 from bimix_bench.tasks.long_code.sources import python_description
 from bimix_bench.tasks.multidoc_qa.corpus import python_docs_corpus
 from bimix_bench.tasks.multidoc_qa.evaluation import qa_metrics, scoring_for
-from bimix_bench.tasks.multidoc_qa.generated import GENERATED_SUBTASKS, generate_example, max_answer_bytes
+from bimix_bench.tasks.multidoc_qa.generated import (
+    GENERATED,
+    GENERATED_SUBTASKS,
+    generate_example,
+    max_answer_bytes,
+)
 from bimix_bench.tasks.multidoc_qa.layout import QAExample
 from bimix_bench.tasks.multidoc_qa.real import LONGBENCH_SUBSETS, load_hotpot, load_longbench
 
 SPLITS = ("train", "val", "test")
-# Generated subtasks whose haystack is not the documentation's prose (one document each).
-HAYSTACKS = {
-    "single_needle_noise": "generated: one needle in a repeated filler passage (RULER S-NIAH with noise)",
-    "common_words": "generated: numbered lists of words from pydoc_data.topics (RULER CWE)",
-}
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 _DESCRIPTIONS = {
     "multikey_needle": "several 'special magic number' needles; recall one key's number",
@@ -58,7 +58,7 @@ def _generated_splits(subtask: str, cfg: dict[str, Any], seed: int, sizes: dict[
     """Train examples are built on demand from (seed, split, subtask, index); val and test are
     built once (they are scored repeatedly and decoded). Also returns the test split at a
     multiple of the context (the same questions in more haystack), built on demand."""
-    sub_cfg = cfg.get(subtask, {})
+    sub_cfg = cfg[subtask]
     max_answer = max_answer_bytes(subtask, sub_cfg)
     context = int(cfg["context"])
     corpus = python_docs_corpus()
@@ -80,7 +80,8 @@ def _generated_splits(subtask: str, cfg: dict[str, Any], seed: int, sizes: dict[
 
     def longer_test(factor: int) -> ExampleSplit:
         length = factor * context - max_answer
-        return ExampleSplit(sizes["test"], lambda i: example("test", i, length).inputs_and_targets(max_answer))
+        return ExampleSplit(sizes["test"],
+                            lambda i: example("test", i, length).inputs_and_targets(max_answer))
 
     meta = {
         "source": f"generated over prose of pydoc_data.topics ({python_description()})",
@@ -89,8 +90,11 @@ def _generated_splits(subtask: str, cfg: dict[str, Any], seed: int, sizes: dict[
         "n_docs": n_docs, "prompt_len": context - max_answer, "settings": dict(sub_cfg),
         "depth": "of the evidence farthest from the question; stratified over depth buckets",
     }
-    if subtask in HAYSTACKS:
-        meta.update(source=HAYSTACKS[subtask], n_docs=1)
+    spec = GENERATED[subtask]
+    if spec.source:
+        meta["source"] = spec.source
+    if spec.one_document:
+        meta["n_docs"] = 1
     return splits, fixed["test"], max_answer, meta, longer_test
 
 
@@ -119,7 +123,8 @@ def load_multidoc(subtask: str, cfg: dict[str, Any], seed: int, data_dir: Path |
     sizes = {s: int(cfg[f"n_{s}"]) for s in SPLITS}
     longer_test = None
     if subtask in GENERATED_SUBTASKS:
-        splits, test_examples, max_answer, meta, longer_test = _generated_splits(subtask, cfg, seed, sizes)
+        splits, test_examples, max_answer, meta, longer_test = _generated_splits(
+            subtask, cfg, seed, sizes)
     else:
         splits, test_examples, max_answer, meta = _real_splits(subtask, cfg, sizes, data_dir)
     meta = {**meta, "max_answer_bytes": max_answer,

@@ -34,7 +34,11 @@ import numpy as np
 
 from bimix_bench.tasks.multidoc_qa.corpus import ProseCorpus, python_docs_corpus, sentence_boundaries
 from bimix_bench.tasks.multidoc_qa.layout import QAExample, build_prompt, prompt_overhead, to_example
-from bimix_bench.tasks.multidoc_qa.ruler import common_words_answer_room, common_words_example, noise_corpus
+from bimix_bench.tasks.multidoc_qa.ruler import (
+    common_words_answer_room,
+    common_words_example,
+    noise_corpus,
+)
 
 _MIN_DOC_BYTES = 16
 _KINDS = ("Institute", "Archive", "Foundation", "Observatory", "Museum", "Academy", "Library", "Gallery")
@@ -187,7 +191,8 @@ def multiquery(rng: np.random.Generator, corpus: ProseCorpus, cfg: dict[str, Any
     values = _distinct(n, lambda: _number(rng, 7))
     depths = _evidence_depths(rng, asked, bucket, n_buckets)
     needles = [Needle(_magic(k, v), d, True) for k, v, d in zip(keys[:asked], values[:asked], depths)]
-    needles += [Needle(_magic(k, v), float(rng.random()), False) for k, v in zip(keys[asked:], values[asked:])]
+    needles += [Needle(_magic(k, v), float(rng.random()), False)
+                for k, v in zip(keys[asked:], values[asked:])]
     order = rng.permutation(asked).tolist()
     question = f"What are the special magic numbers for {_listing([keys[i] for i in order])}?".encode()
     answer = [values[i] for i in order]
@@ -207,6 +212,7 @@ class NeedleSubtask:
     haystack: Callable[[], ProseCorpus] = python_docs_corpus
     one_document: bool = False  # one continuous haystack instead of the family's n_docs documents
     separate_evidence: bool = False  # evidence needles in distinct documents
+    source: str | None = None  # what the haystack is, when not the documentation's prose
 
     def example(self, rng: np.random.Generator, cfg: dict[str, Any], index: int, n_buckets: int,
                 n_docs: int, prompt_len: int) -> QAExample:
@@ -222,6 +228,8 @@ class ListSubtask:
 
     build: Callable[[np.random.Generator, dict[str, Any], int], QAExample]  # (rng, settings, prompt_len)
     answer_room: Callable[[dict[str, Any]], int]
+    source: str
+    one_document: bool = True
 
     def example(self, rng: np.random.Generator, cfg: dict[str, Any], index: int, n_buckets: int,
                 n_docs: int, prompt_len: int) -> QAExample:
@@ -234,10 +242,13 @@ GENERATED: dict[str, NeedleSubtask | ListSubtask] = {
     "multivalue": NeedleSubtask(multivalue, lambda cfg: _values_room(int(cfg["n_values"]))),
     "variable_tracking": NeedleSubtask(variable_tracking, lambda cfg: 6 * (int(cfg["n_hops"]) + 1) - 1),
     "bridge": NeedleSubtask(bridge, lambda cfg: 7, separate_evidence=True),
-    "single_needle_noise": NeedleSubtask(single_needle_noise, lambda cfg: 7, haystack=noise_corpus,
-                                         one_document=True),
+    "single_needle_noise": NeedleSubtask(
+        single_needle_noise, lambda cfg: 7, haystack=noise_corpus, one_document=True,
+        source="generated: one needle in a repeated filler passage (RULER S-NIAH with noise)"),
     "multiquery": NeedleSubtask(multiquery, lambda cfg: _values_room(int(cfg["n_queries"]))),
-    "common_words": ListSubtask(common_words_example, common_words_answer_room),
+    "common_words": ListSubtask(
+        common_words_example, common_words_answer_room,
+        source="generated: numbered lists of words from pydoc_data.topics (RULER CWE)"),
 }
 GENERATED_SUBTASKS = tuple(GENERATED)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bimix_bench.tasks.multidoc_qa.corpus import ProseCorpus, python_docs_corpus
+from bimix_bench.tasks.multidoc_qa.corpus import ProseCorpus, python_docs_corpus, sentence_boundaries
 from bimix_bench.tasks.multidoc_qa.layout import QAExample, build_prompt, prompt_overhead, to_example
 
 FILLER = ("The tide comes in and goes out. The stones on the shore are grey. A gull circles over "
@@ -35,8 +35,7 @@ def noise_corpus() -> ProseCorpus:
     """The filler passage as a haystack: a document is the passage repeated from one of its
     sentence starts. Keys still come from the words of Python's documentation."""
     text = FILLER.encode("ascii")
-    starts = np.array([0] + [i + 2 for i in range(len(text)) if text[i : i + 2] == b". "], dtype=np.int64)
-    return ProseCorpus(text, starts, python_docs_corpus().words)
+    return ProseCorpus(text, sentence_boundaries(text), python_docs_corpus().words)
 
 
 # --- common-words extraction ------------------------------------------------------------------
@@ -58,7 +57,8 @@ def common_words_example(rng: np.random.Generator, cfg: dict[str, Any], prompt_l
     appearance."""
     n_common, f_common, f_rare = int(cfg["n_common"]), int(cfg["common_freq"]), int(cfg["uncommon_freq"])
     if not 0 < f_rare < f_common:
-        raise ValueError(f"common_words needs 0 < uncommon_freq < common_freq, got {f_rare} and {f_common}")
+        raise ValueError(f"common_words needs 0 < uncommon_freq < common_freq, got {f_rare} "
+                         f"and {f_common}")
     words = python_docs_corpus().words
     question = f"What are the {n_common} most common words in the list above?".encode()
     room = prompt_len - prompt_overhead(1, question)
