@@ -72,6 +72,25 @@ def test_a_wait_raised_inside_torch_is_placed_at_the_caller_outside_it():
     assert site.startswith(f"tests/test_host_share.py:{line} (via torch/cuda/__init__.py:"), site
 
 
+def test_a_wait_carried_by_the_warnings_module_is_placed_at_the_line_that_raised_it():
+    """The warnings module and the recorder are plumbing, not sites (no "via warnings.py")."""
+    import warnings
+
+    import bimix_bench.speed.host_share as host_share
+
+    sites = []
+
+    def record(message, category, filename, lineno, file=None, line=None) -> None:
+        sites.append(_site_of_current_stack())
+
+    record.__code__ = record.__code__.replace(co_filename=host_share.__file__)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        line = inspect.currentframe().f_lineno; warnings.warn("synchronizing")  # noqa: E702
+    assert sites == [f"tests/test_host_share.py:{line}"], sites
+
+
 @pytest.mark.parametrize("name", ["bimix", "transformer", "mamba2"])
 def test_sized_models_meet_the_budget(name):
     budget = load_budget("tiny")

@@ -91,14 +91,22 @@ def short_site(filename: str, lineno: int) -> str:
 
 
 def _in_torch(filename: str) -> bool:
-    parts = Path(filename).parts
-    return "torch" in parts or Path(filename).name == "warnings.py"
+    return "torch" in Path(filename).parts
+
+
+def _is_plumbing(frame: traceback.FrameSummary) -> bool:
+    """Frames that only carry the warning to us: the warnings module and this module's own
+    recorder. The harness's other frames stay, so a wait raised by the harness itself (around
+    the call it measures) is named as such instead of being charged to its caller."""
+    if Path(frame.filename).name == "warnings.py" and "torch" not in Path(frame.filename).parts:
+        return True
+    return frame.filename == __file__ and frame.name in {"record", "_site_of_current_stack"}
 
 
 def _site_of_current_stack() -> str:
-    """The innermost line outside torch (and outside this module) on the current Python stack,
-    with the torch line it went through when that was where the wait was raised."""
-    frames = [f for f in traceback.extract_stack() if f.filename != __file__]
+    """The innermost line outside torch on the current Python stack, with the torch line it
+    went through when that was where the wait was raised."""
+    frames = [f for f in traceback.extract_stack() if not _is_plumbing(f)]
     torch_frame = None
     for frame in reversed(frames):
         if _in_torch(frame.filename):
