@@ -157,6 +157,39 @@ def test_compare_refuses_a_folder_without_records(tmp_path, capsys):
     assert "no records in" in capsys.readouterr().err
 
 
+def test_a_folder_of_run_folders_reads_as_all_of_them(records, tmp_path):
+    """Side-by-side training leaves one run folder per model inside one folder."""
+    group = tmp_path / "group"
+    for rec in records:
+        append_record(group / rec["model"], rec)
+    (group / "plots").mkdir()  # a folder without records inside the group is not a run
+    (group / "compare.md").write_text("| a table |\n")  # nor is a file
+    by_group, by_runs = tmp_path / "group.md", tmp_path / "runs.md"
+    assert main(["compare", str(group), "--markdown", str(by_group)]) == 0
+    runs = sorted(str(p) for p in group.iterdir() if (p / "records.jsonl").is_file())
+    assert len(runs) == 3 and main(["compare", *runs, "--markdown", str(by_runs)]) == 0
+    assert by_group.read_text() == by_runs.read_text() and "0.6 ± 0.25 (n=3)" in by_group.read_text()
+
+
+def test_runs_under_different_step_caps_are_different_cells():
+    """A run under an older, shorter protocol is not more seeds (or a rival grid cell) of the
+    current one: each cap gets its own rows, and the cap is named only where caps differ."""
+    from bimix_bench.results.records import protocols_apart
+
+    def capped(seed: int, acc: float, cap: int) -> dict:
+        rec = _rec("transformer", seed, acc)
+        rec["protocol"] = {**(rec.get("protocol") or {}), "planned_steps": cap}
+        return rec
+
+    mixed = [capped(0, 0.3, 1000), capped(1, 0.4, 1000), capped(0, 0.9, 2000)]
+    table, _ = comparison_frame(protocols_apart(mixed))
+    rows = {row["budget"]: row for _, row in table.iterrows()}
+    assert set(rows) == {"tiny (1,000-step cap)", "tiny (2,000-step cap)"}
+    assert rows["tiny (1,000-step cap)"]["n_ok"] == 2 and rows["tiny (2,000-step cap)"]["mean"] == 0.9
+    alike = [capped(0, 0.3, 2000), capped(1, 0.4, 2000)]
+    assert protocols_apart(alike) == alike
+
+
 def test_the_same_seed_from_two_folders_counts_once():
     """Comparing a run folder with a copy of itself must not double n or narrow the interval."""
     once = [_rec("transformer", s, acc) for s, acc in ((0, 0.5), (1, 0.7))]

@@ -15,7 +15,9 @@ from bimix_bench.errors import UsageError
 @app.command()
 def compare(
     run_dirs: list[Path] = typer.Argument(
-        ..., help="Run folders, records.jsonl files, or speed JSON files (from `bimix-bench speed`)."),
+        ..., help="Run folders, records.jsonl files, speed JSON files (from `bimix-bench "
+        "speed`), or a folder of run folders (one per model, as scripts/gpu/"
+        "run_models_side_by_side.sh leaves them): all its run folders are read."),
     markdown: Path = typer.Option(None, "--markdown", help="Also write the table as Markdown here."),
     csv: Path = typer.Option(None, "--csv", help="Also write the table (numbers only) as CSV here."),
     json_out: Path = typer.Option(None, "--json", help="Also write the table and its notes as JSON here."),
@@ -35,7 +37,7 @@ def compare(
     flags comparisons that are not like for like and cells where no model beats the task's
     chance level (uninformative); says per published anchor whether it was reproduced. Where
     a learning-rate grid ran, only each model's chosen rate counts (column lr)."""
-    from bimix_bench.results.records import as_compared
+    from bimix_bench.results.records import as_compared, protocols_apart
     from bimix_bench.speed.document import is_speed_document, read_document
 
     records, speed_docs = [], {}
@@ -49,6 +51,7 @@ def compare(
         if not found:
             raise UsageError(f"no records in {path}")
         records.extend(as_compared(found))
+    records = protocols_apart(records)
 
     models = {rec["model"] for rec in records}
     if versus and records and versus not in models:
@@ -139,8 +142,12 @@ def _versus(table, model: str, records: list[dict]):
 
 
 def _read_records(path: Path) -> list[dict]:
-    from bimix_bench.results.records import read_records
+    """A run folder's records, or those of every run folder directly inside a group folder."""
+    from bimix_bench.results.records import read_records, records_path
 
+    if path.is_dir() and not records_path(path).exists():
+        runs = sorted(sub for sub in path.iterdir() if sub.is_dir() and records_path(sub).is_file())
+        return [rec for run in runs for rec in read_records(run)]
     try:
         return read_records(path)
     except FileNotFoundError:

@@ -223,6 +223,23 @@ def as_compared(records: list[dict]) -> list[dict]:
     return [{**rec, "model": model_label(rec)} if rec.get("variant") else rec for rec in records]
 
 
+def protocols_apart(records: list[dict]) -> list[dict]:
+    """Records of one (task, subtask, budget) trained under different step caps are different
+    cells: wherever the caps differ, each record's budget label names its cap ("cpu (1,000-step
+    cap)"), so that a learning-rate grid is chosen, and seeds are pooled, within one protocol."""
+    def key(rec: dict) -> tuple[str, str, str]:
+        return rec["task"], rec["subtask"], rec["budget"]
+
+    def cap(rec: dict) -> int | None:
+        return (rec.get("protocol") or {}).get("planned_steps")
+
+    caps: dict[tuple[str, str, str], set] = {}
+    for rec in records:
+        caps.setdefault(key(rec), set()).add(cap(rec))
+    return [{**rec, "budget": f"{rec['budget']} ({cap(rec):,}-step cap)"}
+            if len(caps[key(rec)]) > 1 and cap(rec) is not None else rec for rec in records]
+
+
 def cell_key(rec: dict) -> tuple[str, str, str, int]:
     """The identity of a benchmark cell: (task, subtask, model, seed)."""
     return (rec["task"], rec["subtask"], rec["model"], rec["seed"])
@@ -244,4 +261,5 @@ __all__: list[str] = [
     "validate_record", "new_record", "append_record", "read_records", "records_path", "cell_key",
     "repair_torn_tail", "resume_records",
     "canonical_json", "config_hash", "model_variant", "model_label", "as_compared",
+    "protocols_apart",
 ]
