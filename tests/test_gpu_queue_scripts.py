@@ -92,6 +92,31 @@ def test_unpack_puts_run_folders_back_and_never_replaces_more_records_with_fewer
     assert (checkout / ".triton_cache/triton_cache.tar.gz").read_bytes() == b"kernels"
 
 
+def test_a_cut_off_cells_training_state_comes_back_and_is_restored(checkout, tmp_path):
+    """States are left out of the job's archive but travel on their own, so that a fresh
+    machine resumes the cell; a job with no state left (all cells finished) sends none."""
+    job = "printf x > $JOB/model/state/cell.pt; echo '{}' >> $JOB/model/records.jsonl"
+    (checkout / "q.queue").write_text(
+        f"cmd cut mkdir -p $JOB/model/state; {job}\ncmd whole mkdir -p $JOB/model; echo '{{}}' > $JOB/model/records.jsonl\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert bash(checkout, "scripts/gpu/run_queue.sh", "200", "q.queue", env={"OUT": str(out)}).returncode == 0
+    with tarfile.open(out / "cut.tgz") as archive:
+        assert not any("state" in name for name in archive.getnames())
+    with tarfile.open(out / "cut.state.tgz") as archive:
+        assert archive.getnames() == ["cut/model/state/cell.pt"]
+    assert not (out / "whole.state.tgz").exists()
+
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "scripts").mkdir(parents=True)
+    shutil.copytree(SCRIPTS, elsewhere / "scripts" / "gpu")
+    shutil.copy(checkout / "q.queue", elsewhere / "q.queue")
+    result = bash(elsewhere, "scripts/gpu/unpack_returned.sh", "q.queue", str(out))
+    assert result.returncode == 0, result.stderr
+    assert (elsewhere / "runs/gpu/cut/model/state/cell.pt").read_text() == "x"
+    assert "cut: training states of cut-off cells restored" in result.stdout
+
+
 def test_unpack_goes_on_past_a_cmd_job_that_wrote_no_records(checkout, tmp_path):
     # A `cmd` job's folder holds whatever it wrote, not records.jsonl; the archive that sorts
     # first must not end the unpacking of the ones after it.

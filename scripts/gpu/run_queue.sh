@@ -17,7 +17,9 @@
 # set, every job's folder is packed, without weights and training states, into $OUT/NAME.tgz with
 # its log; scripts/gpu/unpack_returned.sh puts those back into a checkout, which must happen
 # before the next call wherever each call gets a fresh copy of the working tree (a result folder
-# copied over with its old records would have its new cells trained again). The Triton kernel
+# copied over with its old records would have its new cells trained again). The training states
+# of cut-off cells come back as NAME.state.tgz when small enough, and unpacking puts them back,
+# so that the next call resumes those cells. The Triton kernel
 # cache is packed too, without its intermediate forms (scripts/gpu/triton_cache.sh); carrying
 # it (.triton_cache) spares a fresh machine of the same image the 1-3 minutes per model that
 # compiling takes (the records' timings_s).
@@ -67,5 +69,15 @@ if [[ -n "${OUT:-}" && -f runs/gpu/touched ]]; then
     tar czf "$OUT/$name.tgz" --exclude='*.pt' --exclude='state' --exclude='pending' \
       --exclude='checkpoints' -C "$(dirname "$job")" "$name" \
       -C "$PWD/runs/gpu" $(cd runs/gpu && ls "$name.log" "$name.done" 2>/dev/null)
+    # The training states of cells cut off mid-way, when they are small (the cpu budget's
+    # models: about 2 MB each), so that a fresh machine resumes them instead of starting over;
+    # finished cells leave none. Larger ones stay behind (16 MiB a returned file).
+    states=$(cd "$(dirname "$job")" && find "$name" -path '*/state/*' -type f 2>/dev/null)
+    if [[ -n "$states" ]]; then
+      tar czf "$OUT/$name.state.tgz" -C "$(dirname "$job")" $states
+      if (( $(stat -c %s "$OUT/$name.state.tgz") > 12 * 1024 * 1024 )); then
+        rm -f "$OUT/$name.state.tgz"; echo "= $name: training states too large to return; left behind"
+      fi
+    fi
   done
 fi

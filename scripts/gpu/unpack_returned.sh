@@ -17,6 +17,7 @@ if [[ -f "$from/triton_cache.tar.gz" ]]; then  # carried to the next machine as 
 fi
 for archive in "$from"/*.tgz; do
   [[ -e "$archive" ]] || { echo "no .tgz files in $from" >&2; exit 1; }
+  [[ "$archive" == *.state.tgz ]] && continue  # after the job's own archive, below
   name=$(basename "$archive" .tgz)
   kind=$(awk -v n="$name" '$1 !~ /^#/ && $2 == n {print $1; exit}' "$queue")
   case "$kind" in
@@ -36,6 +37,10 @@ for archive in "$from"/*.tgz; do
   for extra in "$name.log" "$name.done"; do
     [[ -f "$scratch/$name/$extra" ]] && cp "$scratch/$name/$extra" runs/gpu/
   done
+  if [[ -f "$from/$name.state.tgz" ]]; then  # cut-off cells' training states: resumed next call
+    tar xzf "$from/$name.state.tgz" -C "$dest"
+    echo "$name: training states of cut-off cells restored"
+  fi
   records=$(lines "$dest/$name/records.jsonl")
   echo "$name -> $dest/$name${records:+ ($records records)}$([[ -f runs/gpu/$name.done ]] && echo ', done')"
 done
