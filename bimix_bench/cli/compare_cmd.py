@@ -40,17 +40,19 @@ def compare(
     from bimix_bench.results.records import as_compared, protocols_apart
     from bimix_bench.speed.document import is_speed_document, read_document
 
-    records, speed_docs = [], {}
+    records, speed_docs, n_runs = [], {}, 0
     for path in run_dirs:
         if not path.exists():
             raise UsageError(f"no such run folder: {path}")
         if is_speed_document(path):
             speed_docs[path] = read_document(path)
             continue
-        found = _read_records(path)
+        runs = _runs_in(path)
+        found = [rec for run in runs for rec in _read_records(run)]
         if not found:
             raise UsageError(f"no records in {path}")
         records.extend(as_compared(found))
+        n_runs += len(runs)
     records = protocols_apart(records)
 
     models = {rec["model"] for rec in records}
@@ -71,7 +73,6 @@ def compare(
         table, notes = comparison_frame(records)
         anchors = anchor_lines(records, records_frame(records))
         shown = display_frame(table)
-        n_runs = len(run_dirs) - len(speed_docs)
         on_screen, flag_lines = terminal_view(table, shown)
         console.print(records_table(on_screen, f"{len(records)} records from {n_runs} run(s)",
                                     width=console.width))
@@ -141,13 +142,21 @@ def _versus(table, model: str, records: list[dict]):
     return cells, ranges
 
 
-def _read_records(path: Path) -> list[dict]:
-    """A run folder's records, or those of every run folder directly inside a group folder."""
-    from bimix_bench.results.records import read_records, records_path
+def _runs_in(path: Path) -> list[Path]:
+    """The run folders a path names: itself (a run folder or records.jsonl), or, for a folder
+    without records of its own, every run folder directly inside it (one per model, as
+    side-by-side training leaves them)."""
+    from bimix_bench.results.records import records_path
 
     if path.is_dir() and not records_path(path).exists():
-        runs = sorted(sub for sub in path.iterdir() if sub.is_dir() and records_path(sub).is_file())
-        return [rec for run in runs for rec in read_records(run)]
+        inside = sorted(sub for sub in path.iterdir() if sub.is_dir() and records_path(sub).is_file())
+        return inside or [path]
+    return [path]
+
+
+def _read_records(path: Path) -> list[dict]:
+    from bimix_bench.results.records import read_records
+
     try:
         return read_records(path)
     except FileNotFoundError:
