@@ -31,7 +31,7 @@ def gates(
     """Render the static gate maps (layer x head x branch x band) of every BiMix record as
     heatmaps, and optionally the per-token gates of each BiMix checkpoint over a text."""
     from bimix_bench.bimix.gate_maps import render_static_gate_maps, render_token_gates
-    from bimix_bench.engine.checkpoint import checkpoint_path, load_checkpoint
+    from bimix_bench.engine.checkpoint import checkpoint_path, load_checkpoint, record_tag
     from bimix_bench.results.records import read_records
 
     if not run_dir.is_dir():
@@ -47,10 +47,11 @@ def gates(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for rec in records:
-        stem = f"{rec['task']}-{rec['subtask']}-{rec['model']}-seed{rec['seed']}"
+        tag = record_tag(rec)  # a learning-rate grid's cells each have their own maps
+        stem = f"{rec['task']}-{rec['subtask']}-{rec['model']}-seed{rec['seed']}{tag}"
         written.append(render_static_gate_maps(_layer_maps(rec), out / f"{stem}-static.png"))
         if text is not None:
-            ckpt = checkpoint_path(run_dir, rec["task"], rec["subtask"], rec["model"], rec["seed"])
+            ckpt = checkpoint_path(run_dir, rec["task"], rec["subtask"], rec["model"], rec["seed"], tag)
             if not ckpt.exists():
                 console.print(f"[yellow]no checkpoint for {stem}: per-token gates skipped[/yellow]")
                 continue

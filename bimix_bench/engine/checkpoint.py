@@ -16,6 +16,18 @@ from bimix_bench.registry import MODELS
 CHECKPOINT_DIR = "checkpoints"
 
 
+def grid_tag(role: str, lr: float | None) -> str:
+    """File-name suffix that keeps the cells of one learning-rate grid apart ("-lr0.001"); ""
+    for a cell outside a grid."""
+    return f"-lr{lr:g}" if role == "grid" else ""
+
+
+def record_tag(record: dict[str, Any]) -> str:
+    """grid_tag of the cell a record is of."""
+    learning_rate = record.get("learning_rate") or {}
+    return grid_tag(learning_rate.get("role", "fixed"), learning_rate.get("lr"))
+
+
 def checkpoint_path(run_dir: Path, task: str, subtask: str, model: str, seed: int,
                     tag: str = "") -> Path:
     """`tag` keeps apart the cells of one learning-rate grid ("-lr0.001")."""

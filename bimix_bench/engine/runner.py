@@ -27,7 +27,7 @@ from bimix_bench.config.sections import (
     train_config,
 )
 from bimix_bench.engine import interrupts
-from bimix_bench.engine.checkpoint import checkpoint_path, save_checkpoint
+from bimix_bench.engine.checkpoint import checkpoint_path, grid_tag, save_checkpoint
 from bimix_bench.engine.device import autocast_factory, pick_device
 from bimix_bench.engine.distributed import DistContext, barrier, device_for, init_from_env, shutdown
 from bimix_bench.engine.pending import complete_pending, park_record, park_weights, parked_cells
@@ -82,7 +82,7 @@ class Cell:
     @property
     def tag(self) -> str:
         """File-name suffix that keeps the cells of one grid apart."""
-        return f"-lr{self.lr:g}" if self.role == "grid" else ""
+        return grid_tag(self.role, self.lr)
 
 
 class Reporter(Protocol):
