@@ -188,6 +188,8 @@ def test_runs_under_different_step_caps_are_different_cells():
     assert rows["tiny (1,000-step cap)"]["n_ok"] == 2 and rows["tiny (2,000-step cap)"]["mean"] == 0.9
     alike = [capped(0, 0.3, 2000), capped(1, 0.4, 2000)]
     assert protocols_apart(alike) == alike
+    uncapped = dict(_rec("transformer", 2, 0.5), protocol=None)  # e.g. failed before training
+    assert protocols_apart([*alike, uncapped]) == [*alike, uncapped]
 
 
 def test_the_same_seed_from_two_folders_counts_once():

@@ -234,8 +234,8 @@ def protocols_apart(records: list[dict]) -> list[dict]:
         return (rec.get("protocol") or {}).get("planned_steps")
 
     caps: dict[tuple[str, str, str], set] = {}
-    for rec in records:
-        caps.setdefault(key(rec), set()).add(cap(rec))
+    for rec in records:  # a record without a cap (e.g. failed before training) is no protocol
+        caps.setdefault(key(rec), set()).update({cap(rec)} - {None})
     return [{**rec, "budget": f"{rec['budget']} ({cap(rec):,}-step cap)"}
             if len(caps[key(rec)]) > 1 and cap(rec) is not None else rec for rec in records]
 
