@@ -5,13 +5,20 @@ from typer.testing import CliRunner
 from bimix_bench.cli.app import app, main
 
 
-def test_gates_renders_static_maps_and_token_gates(tmp_path):
+def _tiny_bimix_run(tmp_path, *options: str):
+    """A BiMix run on tiny ListOps with checkpoints, in tmp_path/run."""
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(app, [
         "run", "--task", "lra", "--subtasks", "listops", "--budget", "tiny", "--models", "bimix",
-        "--set", "train.steps=4", "--set", "train.eval_every=2", "--set", "task.listops.n_train=64",
-        "--set", "throughput.repeats=1", "--set", "throughput.decode_tokens=0", "--out", str(run_dir)])
+        "--set", "train.eval_every=2", "--set", "throughput.repeats=1",
+        "--set", "throughput.decode_tokens=0", *options, "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
+    return run_dir
+
+
+
+def test_gates_renders_static_maps_and_token_gates(tmp_path):
+    run_dir = _tiny_bimix_run(tmp_path, "--set", "train.steps=4", "--set", "task.listops.n_train=64")
     source = tmp_path / "example.py"
     source.write_text("import os\n\n\ndef f(x):\n    return x\n\n\nclass A:\n    pass\n")
     result = CliRunner().invoke(app, ["gates", str(run_dir), "--text", str(source), "--out", str(tmp_path / "g")])
@@ -32,13 +39,8 @@ def test_gates_without_bimix_records_is_a_usage_error(tmp_path, capsys):
 def test_each_cell_of_a_learning_rate_grid_gets_its_own_maps(tmp_path):
     """The grid's cells share task, model and seed: the learning rate keeps their pictures (and
     the checkpoints read for the per-token gates) apart."""
-    run_dir = tmp_path / "run"
-    result = CliRunner().invoke(app, [
-        "run", "--task", "lra", "--subtasks", "listops", "--budget", "tiny", "--models", "bimix",
-        "--seeds", "0", "--set", "train.lr_grid=[0.001,0.003]", "--set", "train.steps=2",
-        "--set", "train.eval_every=2", "--set", "task.listops.n_train=32",
-        "--set", "throughput.repeats=1", "--set", "throughput.decode_tokens=0", "--out", str(run_dir)])
-    assert result.exit_code == 0, result.output
+    run_dir = _tiny_bimix_run(tmp_path, "--seeds", "0", "--set", "train.lr_grid=[0.001,0.003]",
+                              "--set", "train.steps=2", "--set", "task.listops.n_train=32")
     source = tmp_path / "example.py"
     source.write_text("def f(x):\n    return x\n")
     result = CliRunner().invoke(app, ["gates", str(run_dir), "--text", str(source), "--out", str(tmp_path / "g")])
