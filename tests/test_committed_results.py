@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bimix_bench.cli.app import main
-from bimix_bench.results.records import read_records
+from bimix_bench.results.records import read_records, run_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "results" / "README.md"
@@ -50,16 +50,9 @@ VERSUS = versus_lines()
 
 
 def _runs(folders) -> set[str]:
-    """The run folders named by a line: a group folder (run folders inside it, one per model,
-    as side-by-side training leaves them) stands for each of them."""
-    runs = set()
-    for folder in folders:
-        path = ROOT / folder
-        if (path / "records.jsonl").is_file():
-            runs.add(folder)
-        else:
-            runs |= {f"{folder}/{sub.name}" for sub in path.iterdir() if (sub / "records.jsonl").is_file()}
-    return runs
+    """The run folders named by a line (a group folder stands for each run folder inside it),
+    relative to the repository."""
+    return {str(run.relative_to(ROOT)) for folder in folders for run in run_folders(ROOT / folder)}
 
 
 def test_every_committed_run_folder_is_listed():

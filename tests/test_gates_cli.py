@@ -16,7 +16,6 @@ def _tiny_bimix_run(tmp_path, *options: str):
     return run_dir
 
 
-
 def test_gates_renders_static_maps_and_token_gates(tmp_path):
     run_dir = _tiny_bimix_run(tmp_path, "--set", "train.steps=4", "--set", "task.listops.n_train=64")
     source = tmp_path / "example.py"

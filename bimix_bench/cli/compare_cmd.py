@@ -37,7 +37,7 @@ def compare(
     flags comparisons that are not like for like and cells where no model beats the task's
     chance level (uninformative); says per published anchor whether it was reproduced. Where
     a learning-rate grid ran, only each model's chosen rate counts (column lr)."""
-    from bimix_bench.results.records import as_compared, protocols_apart
+    from bimix_bench.results.records import as_compared, protocols_apart, run_folders
     from bimix_bench.speed.document import is_speed_document, read_document
 
     records, speed_docs, n_runs = [], {}, 0
@@ -47,7 +47,7 @@ def compare(
         if is_speed_document(path):
             speed_docs[path] = read_document(path)
             continue
-        runs = _runs_in(path)
+        runs = run_folders(path)
         found = [rec for run in runs for rec in _read_records(run)]
         if not found:
             raise UsageError(f"no records in {path}")
@@ -140,18 +140,6 @@ def _versus(table, model: str, records: list[dict]):
     console.print(records_table(ranges.round(3), f"{model} against each model, by context length",
                                 width=console.width))
     return cells, ranges
-
-
-def _runs_in(path: Path) -> list[Path]:
-    """The run folders a path names: itself (a run folder or records.jsonl), or, for a folder
-    without records of its own, every run folder directly inside it (one per model, as
-    side-by-side training leaves them)."""
-    from bimix_bench.results.records import records_path
-
-    if path.is_dir() and not records_path(path).exists():
-        inside = sorted(sub for sub in path.iterdir() if sub.is_dir() and records_path(sub).is_file())
-        return inside or [path]
-    return [path]
 
 
 def _read_records(path: Path) -> list[dict]:

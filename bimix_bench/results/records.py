@@ -160,6 +160,18 @@ def records_path(path: Path) -> Path:
     return path / RECORDS_FILE if path.is_dir() else path
 
 
+def run_folders(path: Path) -> list[Path]:
+    """The run folders a path names: itself (a run folder or records.jsonl), or, for a folder
+    without records of its own, every run folder directly inside it (one per model, as
+    side-by-side training leaves them)."""
+    path = Path(path)
+    if path.is_dir() and not records_path(path).exists():
+        inside = sorted(sub for sub in path.iterdir()
+                        if sub.is_dir() and records_path(sub).is_file())
+        return inside or [path]
+    return [path]
+
+
 def run_records(run_dir: Path) -> list[dict]:
     """read_records of a run folder that may not have recorded a cell yet ([] then)."""
     return read_records(run_dir) if records_path(run_dir).exists() else []
@@ -259,6 +271,7 @@ def config_hash(cfg: dict) -> str:
 __all__: list[str] = [
     "SCHEMA_VERSION", "RECORDS_FILE", "STATUSES", "THROUGHPUT_KINDS", "RecordError",
     "validate_record", "new_record", "append_record", "read_records", "records_path", "cell_key",
+    "run_folders",
     "repair_torn_tail", "resume_records",
     "canonical_json", "config_hash", "model_variant", "model_label", "as_compared",
     "protocols_apart",

@@ -122,7 +122,8 @@ def versus_markdown(cells: pd.DataFrame, ranges: pd.DataFrame, model: str) -> st
 
     shown_cells = pd.DataFrame([{
         "task": f"{r['task']}/{r['subtask']}" if r["subtask"] else r["task"],
-        "budget": r["budget"], "context": _int(r["context"]), "versus": r["versus"], "metric": r["metric"],
+        "budget": r["budget"], "context": _int(r["context"]), "versus": r["versus"],
+        "metric": r["metric"],
         model: _value(r["quality"]), "other": _value(r["quality_versus"]),
         "Δ (+ favours " + model + ")": f"{r['delta']:+.3g}" if _finite(r["delta"]) else "-",
         "verdict": r["verdict"],
