@@ -36,6 +36,11 @@ def assert_decode_matches_forward(
     torch.testing.assert_close(y_decoded, y_parallel, atol=atol, rtol=rtol)
 
 
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b|| over the whole tensor, in float64."""
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp(min=1e-30)).item()
+
+
 def assert_same_outputs_and_grads(
     reference: Callable[..., torch.Tensor],
     fast: Callable[..., torch.Tensor],
@@ -43,16 +48,24 @@ def assert_same_outputs_and_grads(
     params: list[torch.Tensor] = (),
     atol: float = 1e-5,
     rtol: float = 1e-4,
+    max_relative_error: float | None = None,
 ) -> None:
     """Two implementations of one function agree in value and in the gradients of a random
-    projection of the output, w.r.t. every input and every parameter in `params`."""
+    projection of the output, w.r.t. every input and every parameter in `params`: elementwise
+    (atol, rtol), or, with max_relative_error, by relative_error over each whole tensor (for
+    kernels whose products are TF32, where a few elements of large magnitude stray)."""
     leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
     y_ref = reference(*leaves)
     probe = torch.randn_like(y_ref)
     grads_ref = torch.autograd.grad((y_ref * probe).sum(), leaves + list(params))
     leaves_fast = [t.detach().clone().requires_grad_(True) for t in inputs]
     y_fast = fast(*leaves_fast)
-    torch.testing.assert_close(y_fast, y_ref, atol=atol, rtol=rtol)
     grads_fast = torch.autograd.grad((y_fast * probe).sum(), leaves_fast + list(params))
-    for i, (g_fast, g_ref) in enumerate(zip(grads_fast, grads_ref)):
-        torch.testing.assert_close(g_fast, g_ref, atol=atol, rtol=rtol, msg=lambda m: f"grad {i}: {m}")
+    named = [("output", y_fast, y_ref),
+             *((f"grad {i}", g_fast, g_ref) for i, (g_fast, g_ref) in enumerate(zip(grads_fast, grads_ref)))]
+    for name, got, expected in named:
+        if max_relative_error is None:
+            torch.testing.assert_close(got, expected, atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
+        else:
+            error = relative_error(got, expected)
+            assert error < max_relative_error, (name, error)

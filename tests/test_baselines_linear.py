@@ -21,6 +21,7 @@ from tests.mixer_contract import (
     assert_causal,
     assert_decode_matches_forward,
     assert_same_outputs_and_grads,
+    relative_error,
 )
 
 MODELS_HERE = ("linear_attn", "gla")
@@ -166,10 +167,6 @@ def test_parameter_count_grows_smoothly(name):
 
 
 # --- fla on CUDA -----------------------------------------------------------------------------------
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12)).item()
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or load_fla()[0] is None, reason="needs CUDA and fla-core")
 @pytest.mark.parametrize("name", MODELS_HERE)
@@ -189,7 +186,7 @@ def test_fla_model_path_matches_chunked(name, dtype, tol):
         y.float().square().mean().backward()
         results[backend] = [y, x.grad] + [p.grad for p in mixer.parameters()]
     for i, (a, b) in enumerate(zip(results["fla"], results["chunked"])):
-        assert rel_err(a, b) < tol, f"tensor {i}: {rel_err(a, b)}"
+        assert relative_error(a, b) < tol, f"tensor {i}: {relative_error(a, b)}"
     mixer.requested_backend = "auto"
     with torch.no_grad():
         mixer(x)

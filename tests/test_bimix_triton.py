@@ -15,6 +15,7 @@ from tests.mixer_contract import (
     assert_causal,
     assert_decode_matches_forward,
     assert_same_outputs_and_grads,
+    relative_error,
 )
 
 gpu = pytest.mark.gpu
@@ -24,10 +25,6 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.fixture
 def interpret(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-
-
-def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp(min=1e-30)).item()
 
 
 def fused_reference(v, kernels, gates, add, z):

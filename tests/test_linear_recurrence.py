@@ -21,7 +21,7 @@ from bimix_bench.ops.linear_recurrence import (
     recurrent_step,
     resolve_backend,
 )
-from tests.mixer_contract import assert_same_outputs_and_grads
+from tests.mixer_contract import assert_same_outputs_and_grads, relative_error
 
 KINDS = ("none", "fixed", "token", "channel")
 
@@ -201,10 +201,6 @@ needs_fla = pytest.mark.skipif(
 )
 
 
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12)).item()
-
-
 def _fla_vs_reference(kind, dtype, reference, T, with_grad, tol):
     q, k, v, g, h0 = make_inputs(kind, B=2, T=T, H=4, K=64, V=64, dtype=torch.float32, device="cuda")
     q, k = q * 64**-0.25, k * 64**-0.25  # keep q·k O(1) at K = 64
@@ -231,15 +227,15 @@ def _fla_vs_reference(kind, dtype, reference, T, with_grad, tol):
     o_fast, s_fast, g_fast = call("fla", dtype)
     o_ref, s_ref, g_ref = call(reference, torch.float32)
     assert o_fast.dtype == dtype
-    assert rel_err(o_fast, o_ref) < tol, "output"
-    assert rel_err(s_fast, s_ref) < tol, "final state"
+    assert relative_error(o_fast, o_ref) < tol, "output"
+    assert relative_error(s_fast, s_ref) < tol, "final state"
     assert len(g_fast) == len(g_ref)
     decay_index = 3 if g is not None else None
     for i, (a, b) in enumerate(zip(g_fast, g_ref)):
         # The decay's gradient sums position-weighted terms that largely cancel (one entry per
         # head here), so bf16 rounding of q, k, v moves it more than the others: looser bound.
         bound = 3 * tol if i == decay_index else tol
-        assert a is not None and rel_err(a, b) < bound, f"grad {i}"
+        assert a is not None and relative_error(a, b) < bound, f"grad {i}"
 
 
 @gpu
