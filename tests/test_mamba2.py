@@ -18,8 +18,9 @@ from tests.mixer_contract import (
     assert_causal,
     assert_decode_matches_forward,
     assert_same_outputs_and_grads,
+    relative_error,
 )
-from tests.test_baselines_linear import build_mixer, inputs, rel_err, tiny_arch, with_backend
+from tests.test_baselines_linear import build_mixer, inputs, tiny_arch, with_backend
 
 
 def mamba2_by_the_equations(m: Mamba2, u: torch.Tensor) -> torch.Tensor:
@@ -149,7 +150,7 @@ def test_mamba_ssm_kernel_matches_shared_op(dtype, tol):
         ((y.float() * probe).sum() + s.float().sum()).backward()
         results.append([y, s] + [a.grad for a in args])
     for i, (a, b) in enumerate(zip(*results)):
-        assert rel_err(a, b) < tol, f"tensor {i}: {rel_err(a, b)}"
+        assert relative_error(a, b) < tol, f"tensor {i}: {relative_error(a, b)}"
 
 
 @pytest.mark.gpu
@@ -162,4 +163,4 @@ def test_model_prefers_mamba_ssm_on_cuda_and_agrees():
         assert m.backend == "mamba_ssm"
         m.requested_backend = "chunked"
         y_ref = m(x)
-    assert rel_err(y_fast, y_ref) < 5e-3
+    assert relative_error(y_fast, y_ref) < 5e-3
