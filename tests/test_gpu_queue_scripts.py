@@ -214,3 +214,26 @@ def test_models_side_by_side_get_a_folder_and_a_log_each(checkout):
     assert (checkout / "out" / "nope.log").exists() and (checkout / "out" / "nope_sqrt.log").exists()
     assert (checkout / "out" / "nope_16_8.log").exists()
     assert "unknown model" in (checkout / "out" / "nope.log").read_text().lower()
+
+
+def test_a_side_job_trains_into_results_and_comes_back_there(checkout, tmp_path):
+    """`side NAME MODELS OPTIONS` runs the models side by side in results/gpu/NAME, so a partial
+    folder can be committed and the next call resumes it; unpacking puts it back there."""
+    (checkout / "q.queue").write_text("side pair nope,nope@pattern=sqrt --budget tiny --task mqar\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = bash(checkout, "scripts/gpu/run_queue.sh", "200", "q.queue", env={"OUT": str(out)})
+    started = next(line for line in result.stdout.splitlines() if line.startswith("+ [pair"))
+    assert "run_models_side_by_side.sh results/gpu/pair nope,nope@pattern=sqrt" in started
+    assert (checkout / "results/gpu/pair/nope_sqrt.log").exists()
+    assert not (checkout / "runs/gpu/pair.done").exists()  # the unknown model failed
+    with tarfile.open(out / "pair.tgz") as archive:
+        assert "pair/nope.log" in archive.getnames()
+
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "scripts").mkdir(parents=True)
+    shutil.copytree(SCRIPTS, elsewhere / "scripts" / "gpu")
+    shutil.copy(checkout / "q.queue", elsewhere / "q.queue")
+    unpacked = bash(elsewhere, "scripts/gpu/unpack_returned.sh", "q.queue", str(out))
+    assert unpacked.returncode == 0, unpacked.stderr
+    assert (elsewhere / "results/gpu/pair/nope.log").exists()

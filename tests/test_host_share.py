@@ -152,3 +152,42 @@ def test_table_gives_ranges_over_processes_and_the_median_kernel_time():
     # launches equal everywhere: one figure; host/kernel 0.62..1.00; idle 0..20 %
     assert row == ("| m | 1,200 / 1,200 / 1,200 | 90.0 / 90.0 | 0.62-1.00 / 0.62-1.00 "
                    "| 0-20% / 0-20% / 0-20% |")
+
+
+def test_a_wait_reported_only_after_the_call_is_placed_by_the_error_mode(monkeypatch):
+    """Where torch's "warn" mode lets the warning surface only when the harness restores the
+    mode, a second call in the "error" mode names the line inside the call."""
+    import warnings
+
+    import torch.cuda as torch_cuda
+
+    import bimix_bench.speed.host_share as host_share
+
+    mode = {"now": 0}
+
+    def set_mode(new) -> None:
+        new = {"default": 0, "warn": 1, "error": 2}.get(new, new)
+        if mode["now"] == 1 and new == 0:  # the deferred warning surfaces here
+            warnings.warn("called a synchronizing CUDA operation")
+        mode["now"] = new
+
+    def waiting_torch_op() -> None:  # stands for a torch function that waits
+        if mode["now"] == 2:
+            raise RuntimeError("called a synchronizing CUDA operation")
+
+    waiting_torch_op.__code__ = waiting_torch_op.__code__.replace(co_filename=torch_cuda.__file__)
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", set_mode)
+    monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: mode["now"])
+    monkeypatch.setattr(host_share, "synchronize", lambda device: None)
+    lines = []
+
+    def call() -> None:
+        lines.append(inspect.currentframe().f_lineno); waiting_torch_op()  # noqa: E702
+
+    sites = sync_sites(call, torch.device("cuda"))
+    assert sites == (f"tests/test_host_share.py:{lines[-1]} (via torch/cuda/__init__.py:"
+                     f"{waiting_torch_op.__code__.co_firstlineno + 2}) (found in error mode)",), sites
+    assert mode["now"] == 0  # the mode is restored after both calls
+
+    monkeypatch.setattr(host_share, "_site_of_error", lambda fn: None)  # no wait the second time
+    assert sync_sites(call, torch.device("cuda")) == (host_share.DEFERRED,)

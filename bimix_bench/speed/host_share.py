@@ -106,7 +106,12 @@ def _is_plumbing(frame: traceback.FrameSummary) -> bool:
 def _site_of_current_stack() -> str:
     """The innermost line outside torch on the current Python stack, with the torch line it
     went through when that was where the wait was raised."""
-    frames = [f for f in traceback.extract_stack() if not _is_plumbing(f)]
+    return _site_of_frames([f for f in traceback.extract_stack() if not _is_plumbing(f)])
+
+
+def _site_of_frames(frames: list[traceback.FrameSummary]) -> str:
+    """The innermost of `frames` (outermost first) outside torch, "(via the torch line)" when a
+    torch frame lies inside it."""
     torch_frame = None
     for frame in reversed(frames):
         if _in_torch(frame.filename):
@@ -119,17 +124,51 @@ def _site_of_current_stack() -> str:
     return "unknown"
 
 
+def _site_of_error(fn: Callable[[], None]) -> str | None:
+    """Where `fn` first makes the host wait, found by torch's sync debug mode "error": the
+    synchronizing op raises at once, so its traceback holds the line even where the "warn"
+    mode's warning reaches Python only later (at the harness's own next call into torch).
+    None when `fn` runs through without a wait."""
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        try:
+            fn()
+        finally:
+            _restore_sync_debug_mode(previous)
+    except RuntimeError as error:
+        if "synchroniz" not in str(error):
+            raise
+        return _site_of_frames(traceback.extract_tb(error.__traceback__))
+    return None
+
+
+# A wait whose warning reached Python only when the harness restored the debug mode after the
+# call, so that the stack no longer holds the line inside the call that waited.
+DEFERRED = "a wait inside the call, reported only after it"
+
+
+def _restore_sync_debug_mode(mode: int) -> None:
+    torch.cuda.set_sync_debug_mode(mode)
+
+
+def _surfaced_at_restore() -> bool:
+    return any(f.filename == __file__ and f.name == "_restore_sync_debug_mode"
+               for f in traceback.extract_stack())
+
+
 def sync_sites(fn: Callable[[], None], device: torch.device) -> tuple[str, ...]:
     """The distinct sites, in call order, at which a call of `fn` made the host wait for the GPU;
     () on a CPU. torch's sync debug mode warns from inside the op, while the Python stack still
-    holds the line that called it: a replaced showwarning reads that stack."""
+    holds the line that called it: a replaced showwarning reads that stack. A warning that
+    surfaces only after the call is placed by a second call in the "error" mode."""
     if device.type != "cuda":
         return ()
     sites: list[str] = []
 
     def record(message, category, filename, lineno, file=None, line=None) -> None:
         if "synchroniz" in str(message):
-            sites.append(_site_of_current_stack())
+            sites.append(DEFERRED if _surfaced_at_restore() else _site_of_current_stack())
 
     synchronize(device)
     previous = torch.cuda.get_sync_debug_mode()
@@ -140,8 +179,12 @@ def sync_sites(fn: Callable[[], None], device: torch.device) -> tuple[str, ...]:
         try:
             fn()
         finally:
-            torch.cuda.set_sync_debug_mode(previous)
+            _restore_sync_debug_mode(previous)
     synchronize(device)
+    if DEFERRED in sites:
+        found = _site_of_error(fn)
+        if found is not None:
+            sites = [f"{found} (found in error mode)" if site == DEFERRED else site for site in sites]
     return tuple(dict.fromkeys(sites))
 
 

@@ -11,6 +11,9 @@
 #                                  committed partial folder is continued, not started again);
 #                                  GPUS "-" runs in this process, "all" spreads cells over every
 #                                  visible GPU (in this process when there is only one)
+#   side NAME MODELS RUN_OPTIONS... one `bimix-bench run` per model at once on one GPU
+#                                  (scripts/gpu/run_models_side_by_side.sh) into
+#                                  results/gpu/NAME/MODEL, each resumed when it exists
 #   cmd NAME SHELL_COMMAND...      any command (runs/gpu/NAME is $JOB, created for it)
 # A job that finished here (runs/gpu/NAME.done) is skipped; the one running near the deadline is
 # interrupted and its run folder stays resumable. Logs: runs/gpu/NAME.log. With $OUT
@@ -49,6 +52,9 @@ while read -r kind name rest; do
       budget="--budget small"; [[ " $opts " == *" --budget "* ]] && budget=""
       command="python3 -m bimix_bench run $budget --out $job $workers $opts"
     fi
+  elif [[ "$kind" == side ]]; then
+    job="results/gpu/$name"
+    command="bash scripts/gpu/run_models_side_by_side.sh $job $rest"
   else
     mkdir -p "$job"; command="$rest"
   fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Put the job archives that scripts/gpu/run_queue.sh packed into $OUT back into this checkout:
 #   bash scripts/gpu/unpack_returned.sh QUEUE_FILE DIR_WITH_TGZ_FILES
-# `run` jobs go to results/gpu/NAME, `cmd` jobs to runs/gpu/NAME; logs and NAME.done markers to
+# `run` and `side` jobs go to results/gpu/NAME, `cmd` jobs to runs/gpu/NAME; logs and NAME.done markers to
 # runs/gpu/ (so the next session skips finished jobs when runs/gpu travels with it). Do this after
 # every GPU call whose machine gets the working tree copied afresh: the next call would otherwise
 # start from the result folders as they were before this one, and train their cells again.
@@ -21,7 +21,7 @@ for archive in "$from"/*.tgz; do
   name=$(basename "$archive" .tgz)
   kind=$(awk -v n="$name" '$1 !~ /^#/ && $2 == n {print $1; exit}' "$queue")
   case "$kind" in
-    run) dest=results/gpu ;;
+    run|side) dest=results/gpu ;;
     cmd) dest=runs/gpu ;;
     *) echo "$name: not a job of $queue; left alone" >&2; continue ;;
   esac
