@@ -215,6 +215,11 @@ def test_models_side_by_side_get_a_folder_and_a_log_each(checkout):
     assert (checkout / "out" / "nope_16_8.log").exists()
     assert "unknown model" in (checkout / "out" / "nope.log").read_text().lower()
 
+    in_turn = bash(checkout, "scripts/gpu/run_models_side_by_side.sh", "turns", "nope,nope@pattern=sqrt",
+                   "--budget", "tiny", "--task", "mqar", env={"IN_TURN": "1"})
+    assert in_turn.returncode != 0
+    assert (checkout / "turns" / "nope.log").exists() and (checkout / "turns" / "nope_sqrt.log").exists()
+
 
 def test_a_side_job_trains_into_results_and_comes_back_there(checkout, tmp_path):
     """`side NAME MODELS OPTIONS` runs the models side by side in results/gpu/NAME, so a partial

@@ -8,12 +8,14 @@
 # call is continued by calling again. A model entry MODEL@KEY=VALUE trains MODEL with
 # --set models.MODEL.KEY=VALUE into the folder MODEL_VALUE (e.g. multistate@pattern=sqrt; several
 # options chain: hsa@window=16@chunk_size=8 goes into hsa_16_8). Each process gets
-# OMP_NUM_THREADS=2; `compare` reads the folders together.
+# OMP_NUM_THREADS=2; `compare` reads the folders together. With IN_TURN=1 the entries train one
+# after another instead, in the order given (on a CPU, where they would only share its cores).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="$1"; models="$2"; shift 2
+in_turn="${IN_TURN:-0}"
 mkdir -p "$out"
-pids=()
+pids=(); status=0
 for entry in ${models//,/ }; do
   model="${entry%%@*}"; folder="$out/$model"; extra=()
   if [[ "$entry" == *@* ]]; then
@@ -29,7 +31,7 @@ for entry in ${models//,/ }; do
   fi
   OMP_NUM_THREADS=2 "${command[@]}" >"$folder.log" 2>&1 &
   pids+=($!)
+  if [[ "$in_turn" == 1 ]]; then wait "$!" || status=$?; fi
 done
-status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+[[ "$in_turn" == 1 ]] || for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
 exit $status
