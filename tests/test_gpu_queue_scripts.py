@@ -30,6 +30,16 @@ def bash(root: Path, *args: str, env: dict | None = None) -> subprocess.Complete
                           timeout=120)
 
 
+def unpacked_elsewhere(tmp_path: Path, queue: Path,
+                       returned: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """A fresh checkout, as the next machine has one, with `returned` unpacked into it."""
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "scripts").mkdir(parents=True)
+    shutil.copytree(SCRIPTS, elsewhere / "scripts" / "gpu")
+    shutil.copy(queue, elsewhere / "q.queue")
+    return elsewhere, bash(elsewhere, "scripts/gpu/unpack_returned.sh", "q.queue", str(returned))
+
+
 def write_records(path: Path, n: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f'{{"cell": {i}}}\n' for i in range(n)))
@@ -107,11 +117,7 @@ def test_a_cut_off_cells_training_state_comes_back_and_is_restored(checkout, tmp
         assert archive.getnames() == ["cut/model/state/cell.pt"]
     assert not (out / "whole.state.tgz").exists()
 
-    elsewhere = tmp_path / "elsewhere"
-    (elsewhere / "scripts").mkdir(parents=True)
-    shutil.copytree(SCRIPTS, elsewhere / "scripts" / "gpu")
-    shutil.copy(checkout / "q.queue", elsewhere / "q.queue")
-    result = bash(elsewhere, "scripts/gpu/unpack_returned.sh", "q.queue", str(out))
+    elsewhere, result = unpacked_elsewhere(tmp_path, checkout / "q.queue", out)
     assert result.returncode == 0, result.stderr
     assert (elsewhere / "runs/gpu/cut/model/state/cell.pt").read_text() == "x"
     assert "cut: training states of cut-off cells restored" in result.stdout
@@ -235,10 +241,6 @@ def test_a_side_job_trains_into_results_and_comes_back_there(checkout, tmp_path)
     with tarfile.open(out / "pair.tgz") as archive:
         assert "pair/nope.log" in archive.getnames()
 
-    elsewhere = tmp_path / "elsewhere"
-    (elsewhere / "scripts").mkdir(parents=True)
-    shutil.copytree(SCRIPTS, elsewhere / "scripts" / "gpu")
-    shutil.copy(checkout / "q.queue", elsewhere / "q.queue")
-    unpacked = bash(elsewhere, "scripts/gpu/unpack_returned.sh", "q.queue", str(out))
+    elsewhere, unpacked = unpacked_elsewhere(tmp_path, checkout / "q.queue", out)
     assert unpacked.returncode == 0, unpacked.stderr
     assert (elsewhere / "results/gpu/pair/nope.log").exists()
