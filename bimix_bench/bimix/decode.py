@@ -86,7 +86,7 @@ def decode_core(
     B, H, P = v_t.shape
     cd = compute_dtype(v_t.dtype)
     v32 = v_t.to(cd)
-    out = torch.zeros(B, H, P, device=v_t.device, dtype=cd)
+    out = None  # (B, H, P): the sum of the branches' outputs
     pos = state.position  # (1,), on the device: no host copy, no wait for the GPU
     if state.dct_state is not None:
         g = spec.branch_gates(gates, "dct")[:, None]  # (B|1, 1, H, NB)
@@ -96,7 +96,7 @@ def decode_core(
         k_t = k.expand(B, H, k.shape[-1])
         y, dct_state = recurrent_step(state.dct_state, q_t, k_t, v32, state.log_rho, 1.0)
         state.dct_state.copy_(dct_state)
-        out = out + y
+        out = y
     if state.ring is not None:
         W = spec.window
         state.ring.index_copy_(1, pos % W, v32[:, None])
@@ -105,6 +105,7 @@ def decode_core(
         kernels = state.cheb_kernels  # (H, NB, W)
         g = spec.branch_gates(gates, "cheb").to(cd)  # (B|1, H, NB)
         effective = torch.einsum("bhn,hnw->bhw", g, kernels)
-        out = out + torch.einsum("bhw,bwhp->bhp", effective, window)
+        cheb = torch.einsum("bhw,bwhp->bhp", effective, window)
+        out = cheb if out is None else out + cheb
     state.position.add_(1)
     return out.to(v_t.dtype)

@@ -63,13 +63,16 @@ def dct_query_key_features(
 
     q_t = [cos(w t + w/2), sin(w t + w/2)], k_s = [cos(w s), sin(w s)] (per frequency), so
     q_t . k_s = sum_k cos(w_k (t - s) + w_k / 2), the branch kernel at lag t - s.
-    Returns (q, k), each (T, 2 * n_freq) in `dtype`.
+    Returns (q, k), each (T, 2 * n_freq) in `dtype`. The same angles as dct_phases, with the
+    integer products shared and q's and k's phases stacked, so that one cos and one sin serve
+    both (a decode step computes these for one position: fewer, not smaller, operations).
     """
-    phase_q = dct_phases(positions, n_freq, horizon, True, dtype)
-    phase_k = dct_phases(positions, n_freq, horizon, False, dtype)
-    q = torch.cat([phase_q.cos(), phase_q.sin()], dim=-1)
-    k = torch.cat([phase_k.cos(), phase_k.sin()], dim=-1)
-    return q.to(dtype), k.to(dtype)
+    k = torch.arange(n_freq, device=positions.device, dtype=torch.int64)
+    m = 2 * positions.to(torch.int64)[:, None] * k[None, :]  # (T, K): 2 k t
+    m = torch.remainder(torch.stack([m + k[None, :], m]), 4 * horizon)  # (2, T, K): q, k
+    phase = m.to(_angle_dtype(dtype)) * (math.pi / (2 * horizon))
+    features = torch.cat([phase.cos(), phase.sin()], dim=-1).to(dtype)  # (2, T, 2K)
+    return features[0], features[1]
 
 
 @cached_constant(maxsize=8)
