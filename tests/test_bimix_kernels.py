@@ -177,6 +177,17 @@ def test_dct_phases_stay_exact_at_long_context():
     assert err < 5e-6
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_features_are_the_cos_and_sin_of_the_phases(dtype):
+    """The features share their integer work between q and k but are, bit for bit, cos and sin
+    of dct_phases (the one definition of the angles, also used by the reference kernels)."""
+    positions = torch.arange(0, 70_000, 7)
+    q, k = basis.dct_query_key_features(positions, 32, 4096, dtype)
+    for features, half_shift in ((q, True), (k, False)):
+        phase = basis.dct_phases(positions, 32, 4096, half_shift, dtype)
+        assert torch.equal(features, torch.cat([phase.cos(), phase.sin()], dim=-1).to(dtype))
+
+
 def test_integer_phase_reduction_beats_float_angles_far_out():
     """Decoding far past the horizon: float32 angles w * t drift, the integer reduction not."""
     N, K = 32768, 32
