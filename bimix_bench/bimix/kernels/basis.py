@@ -48,12 +48,19 @@ def dct_phases(
     omega_k t + omega_k / 2 = pi (2 k t + k) / (2 horizon); the integer 2kt + k is reduced mod
     4 horizon (one full turn) before scaling.
     """
-    k = torch.arange(n_freq, device=positions.device, dtype=torch.int64)
-    m = 2 * positions.to(torch.int64)[:, None] * k[None, :]
-    if half_shift:
-        m = m + k[None, :]
-    m = torch.remainder(m, 4 * horizon)
-    return m.to(_angle_dtype(dtype)) * (math.pi / (2 * horizon))
+    m, k = _twice_k_t(positions, n_freq)
+    return _angles(m + k if half_shift else m, horizon, dtype)
+
+
+def _twice_k_t(positions: torch.Tensor, n_freq: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The integers 2 k t (T, n_freq) and k (1, n_freq), int64: the phases' numerators."""
+    k = torch.arange(n_freq, device=positions.device, dtype=torch.int64)[None, :]
+    return 2 * positions.to(torch.int64)[:, None] * k, k
+
+
+def _angles(m: torch.Tensor, horizon: int, dtype: torch.dtype) -> torch.Tensor:
+    """pi m / (2 horizon) with the integer m reduced mod 4 horizon (one turn) first."""
+    return torch.remainder(m, 4 * horizon).to(_angle_dtype(dtype)) * (math.pi / (2 * horizon))
 
 
 def dct_query_key_features(
@@ -67,10 +74,8 @@ def dct_query_key_features(
     integer products shared and q's and k's phases stacked, so that one cos and one sin serve
     both (a decode step computes these for one position: fewer, not smaller, operations).
     """
-    k = torch.arange(n_freq, device=positions.device, dtype=torch.int64)
-    m = 2 * positions.to(torch.int64)[:, None] * k[None, :]  # (T, K): 2 k t
-    m = torch.remainder(torch.stack([m + k[None, :], m]), 4 * horizon)  # (2, T, K): q, k
-    phase = m.to(_angle_dtype(dtype)) * (math.pi / (2 * horizon))
+    m, k = _twice_k_t(positions, n_freq)  # (T, K), (1, K)
+    phase = _angles(torch.stack([m + k, m]), horizon, dtype)  # (2, T, K): q's, k's
     features = torch.cat([phase.cos(), phase.sin()], dim=-1).to(dtype)  # (2, T, 2K)
     return features[0], features[1]
 
