@@ -221,16 +221,33 @@ def test_models_side_by_side_get_a_folder_and_a_log_each(checkout):
     assert (checkout / "out" / "nope_16_8.log").exists()
     assert "unknown model" in (checkout / "out" / "nope.log").read_text().lower()
 
-    in_turn = bash(checkout, "scripts/gpu/run_models_side_by_side.sh", "turns", "nope,nope@pattern=sqrt",
-                   "--budget", "tiny", "--task", "mqar", env={"IN_TURN": "1"})
-    assert in_turn.returncode != 0
-    assert (checkout / "turns" / "nope.log").exists() and (checkout / "turns" / "nope_sqrt.log").exists()
+
+
+@pytest.mark.parametrize("in_turn", ["0", "1"])
+def test_models_in_turn_start_only_after_the_previous_one_ended(checkout, tmp_path, in_turn):
+    """IN_TURN=1 runs the entries one after another; by default they overlap. A stand-in
+    python3 logs when each run starts and ends."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python3").write_text(
+        '#!/usr/bin/env bash\n'
+        'out="${@: -1}"; echo "start $out" >> "$EVENTS"; sleep 0.5; echo "end $out" >> "$EVENTS"\n')
+    (shim / "python3").chmod(0o755)
+    events = tmp_path / "events"
+    result = bash(checkout, "scripts/gpu/run_models_side_by_side.sh", "turns", "a,b", "--task", "mqar",
+                  env={"IN_TURN": in_turn, "EVENTS": str(events),
+                       "PATH": f"{shim}:{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr
+    kinds = [line.split()[0] for line in events.read_text().splitlines()]
+    assert kinds == (["start", "end", "start", "end"] if in_turn == "1"
+                     else ["start", "start", "end", "end"])
 
 
 def test_a_side_job_trains_into_results_and_comes_back_there(checkout, tmp_path):
     """`side NAME MODELS OPTIONS` runs the models side by side in results/gpu/NAME, so a partial
     folder can be committed and the next call resumes it; unpacking puts it back there."""
-    (checkout / "q.queue").write_text("side pair nope,nope@pattern=sqrt --budget tiny --task mqar\n")
+    (checkout / "q.queue").write_text(
+        "side pair nope,nope@pattern=sqrt --budget tiny --task mqar\n")
     out = tmp_path / "out"
     out.mkdir()
     result = bash(checkout, "scripts/gpu/run_queue.sh", "200", "q.queue", env={"OUT": str(out)})

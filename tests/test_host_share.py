@@ -185,8 +185,9 @@ def test_a_wait_reported_only_after_the_call_is_placed_by_the_error_mode(monkeyp
         lines.append(inspect.currentframe().f_lineno); waiting_torch_op()  # noqa: E702
 
     sites = sync_sites(call, torch.device("cuda"))
+    raising_line = waiting_torch_op.__code__.co_firstlineno + 2
     assert sites == (f"tests/test_host_share.py:{lines[-1]} (via torch/cuda/__init__.py:"
-                     f"{waiting_torch_op.__code__.co_firstlineno + 2}) (found in error mode)",), sites
+                     f"{raising_line}) (found in error mode)",), sites
     assert mode["now"] == 0  # the mode is restored after both calls
 
     monkeypatch.setattr(host_share, "_site_of_error", lambda fn: None)  # no wait the second time

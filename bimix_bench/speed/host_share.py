@@ -184,7 +184,8 @@ def sync_sites(fn: Callable[[], None], device: torch.device) -> tuple[str, ...]:
     if DEFERRED in sites:
         found = _site_of_error(fn)
         if found is not None:
-            sites = [f"{found} (found in error mode)" if site == DEFERRED else site for site in sites]
+            sites = [f"{found} (found in error mode)" if site == DEFERRED else site
+                     for site in sites]
     return tuple(dict.fromkeys(sites))
 
 

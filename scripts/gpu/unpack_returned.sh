@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Put the job archives that scripts/gpu/run_queue.sh packed into $OUT back into this checkout:
 #   bash scripts/gpu/unpack_returned.sh QUEUE_FILE DIR_WITH_TGZ_FILES
-# `run` and `side` jobs go to results/gpu/NAME, `cmd` jobs to runs/gpu/NAME; logs and NAME.done markers to
-# runs/gpu/ (so the next session skips finished jobs when runs/gpu travels with it). Do this after
-# every GPU call whose machine gets the working tree copied afresh: the next call would otherwise
-# start from the result folders as they were before this one, and train their cells again.
+# `run` and `side` jobs go to results/gpu/NAME, `cmd` jobs to runs/gpu/NAME; logs and NAME.done
+# markers to runs/gpu/ (so the next session skips finished jobs when runs/gpu travels with it).
+# Do this after every GPU call whose machine gets the working tree copied afresh: the next call
+# would otherwise start from the result folders as they were before this one, and train their
+# cells again.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 queue="$1"; from="$2"
