@@ -63,6 +63,13 @@ def test_queue_runs_jobs_once_marks_them_done_and_packs_them(checkout, tmp_path)
     assert "= first done" in again.stdout and "+ [failing" in again.stdout
 
 
+def test_a_queue_with_an_unknown_job_kind_runs_nothing(checkout):
+    (checkout / "q.queue").write_text("cmd first echo ran > $JOB/ran.txt\nrn typo --task mqar\n")
+    result = bash(checkout, "scripts/gpu/run_queue.sh", "200", "q.queue")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "q.queue line 2: rn: unknown job kind (run, side or cmd)"
+    assert not (checkout / "runs/gpu/first").exists()
+
 def test_queue_starts_nothing_it_could_not_stop_and_pack_in_time(checkout):
     (checkout / "q.queue").write_text("cmd late echo ran\n")
     result = bash(checkout, "scripts/gpu/run_queue.sh", "60", "q.queue")

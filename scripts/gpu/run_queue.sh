@@ -29,6 +29,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 deadline=$(( $(date +%s) + $1 )); queue="$2"
+bad=$(awk '$1 !~ /^#/ && NF && $1 != "run" && $1 != "side" && $1 != "cmd" {print NR": "$1; exit}' "$queue")
+[[ -z "$bad" ]] || { echo "$queue line $bad: unknown job kind (run, side or cmd)" >&2; exit 2; }
 mkdir -p runs/gpu
 while read -r kind name rest; do
   [[ -z "${kind:-}" || "$kind" == \#* ]] && continue
