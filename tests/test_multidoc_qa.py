@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from bimix_bench.cli.app import app
 from bimix_bench.config import deep_merge, load_budget
-from bimix_bench.errors import SkipCell
+from bimix_bench.errors import SkipCell, UsageError
 from bimix_bench.models.tokenizer import BOS, EOS, SEP, VOCAB_SIZE
 from bimix_bench.registry import TASKS
 from bimix_bench.results.records import read_records, validate_record
@@ -88,6 +88,10 @@ def test_prompt_layout_and_loss_mask():
     assert scored == [(13, ord("x")), (14, ord("y")), (15, ord("z")), (16, EOS)]  # answer + EOS only
     _, cut = example.inputs_and_targets(max_answer_bytes=2)
     assert [t for t in cut.tolist() if t != -100] == [ord("x"), ord("y"), EOS]
+    # prompt_loss: every next byte is a target, the prompt's as well as the answer's
+    whole_in, whole = example.inputs_and_targets(max_answer_bytes=8, prompt_loss=True)
+    assert torch.equal(whole_in, inputs)
+    assert whole.tolist() == [*layout.ids.tolist()[1:], *b"xyz", EOS]
 
 
 def test_corpus_is_real_english_prose():
@@ -246,6 +250,23 @@ def test_longer_test_asks_the_same_questions_in_more_haystack():
         assert torch.equal(long_t[long_t != -100], answer)
         question_tail = short_in[-(len(answer) + 40):]
         assert torch.equal(long_in[-len(question_tail):], question_tail)
+
+
+def test_sequence_targets_train_on_the_prompt_but_score_the_answer_alone():
+    task = TASKS.get("multidoc_qa").obj
+    cfg = task.defaults("tiny")
+    answer_only = task.load("single_needle_noise", cfg, 0, None)
+    whole = task.load("single_needle_noise", {**cfg, "train_targets": "sequence"}, 0, None)
+    assert whole.meta["train_targets"] == "sequence" and answer_only.meta["train_targets"] == "answer"
+    a_in, a_t = answer_only.train.fetch(5)
+    w_in, w_t = whole.train.fetch(5)
+    assert torch.equal(a_in, w_in)  # the same example; only what the loss counts differs
+    assert int((w_t != -100).sum()) == len(w_t) > int((a_t != -100).sum())
+    assert torch.equal(w_t[a_t != -100], a_t[a_t != -100])
+    for split in ("val", "test"):  # selection and test scores stay on the answer
+        assert torch.equal(getattr(whole, split).fetch(2)[1], getattr(answer_only, split).fetch(2)[1])
+    with pytest.raises(UsageError, match="train_targets"):
+        task.load("single_needle_noise", {**cfg, "train_targets": "prompt"}, 0, None)
 
 
 @pytest.mark.parametrize("subtask", GENERATED_SUBTASKS)

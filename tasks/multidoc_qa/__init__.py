@@ -39,6 +39,9 @@ from bimix_bench.tasks.multidoc_qa.layout import QAExample
 from bimix_bench.tasks.multidoc_qa.real import LONGBENCH_SUBSETS, load_hotpot, load_longbench
 
 SPLITS = ("train", "val", "test")
+# What the training loss counts (validation and test always score the answer alone):
+# "answer": the answer bytes and EOS; "sequence": every byte of prompt and answer.
+TRAIN_TARGETS = ("answer", "sequence")
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 _DESCRIPTIONS = {
     "multikey_needle": "several 'special magic number' needles; recall one key's number",
@@ -64,6 +67,7 @@ def _generated_splits(subtask: str, cfg: dict[str, Any], seed: int, sizes: dict[
     corpus = python_docs_corpus()
     n_docs, n_buckets = int(cfg["n_docs"]), int(cfg["depth_buckets"])
     code = GENERATED_SUBTASKS.index(subtask)
+    prompt_loss = _prompt_loss(cfg)
 
     def example(split: str, i: int, prompt_len: int = context - max_answer) -> QAExample:
         rng = np.random.default_rng([seed, _SPLIT_CODES[split], code, i])
@@ -74,7 +78,8 @@ def _generated_splits(subtask: str, cfg: dict[str, Any], seed: int, sizes: dict[
     except ValueError as err:
         raise UsageError(f"multidoc_qa/{subtask}: {err}") from None
     splits = {
-        "train": ExampleSplit(sizes["train"], lambda i: example("train", i).inputs_and_targets(max_answer)),
+        "train": ExampleSplit(sizes["train"], lambda i: example("train", i).inputs_and_targets(
+            max_answer, prompt_loss)),
         **{s: _fixed_split(fixed[s], max_answer) for s in ("val", "test")},
     }
 
@@ -98,8 +103,19 @@ def _generated_splits(subtask: str, cfg: dict[str, Any], seed: int, sizes: dict[
     return splits, fixed["test"], max_answer, meta, longer_test
 
 
-def _fixed_split(examples: list[QAExample], max_answer: int) -> ExampleSplit:
-    return ExampleSplit(len(examples), lambda i: examples[i].inputs_and_targets(max_answer))
+def _fixed_split(examples: list[QAExample], max_answer: int, prompt_loss: bool = False
+                 ) -> ExampleSplit:
+    return ExampleSplit(len(examples),
+                        lambda i: examples[i].inputs_and_targets(max_answer, prompt_loss))
+
+
+def _prompt_loss(cfg: dict[str, Any]) -> bool:
+    """Whether training counts the prompt's bytes too (cfg["train_targets"])."""
+    targets = str(cfg.get("train_targets", "answer"))
+    if targets not in TRAIN_TARGETS:
+        raise UsageError(f"multidoc_qa train_targets must be one of {', '.join(TRAIN_TARGETS)}, "
+                         f"not {targets!r}")
+    return targets == "sequence"
 
 
 def _real_splits(subtask: str, cfg: dict[str, Any], sizes: dict[str, int], data_dir: Path | None
@@ -115,7 +131,8 @@ def _real_splits(subtask: str, cfg: dict[str, Any], sizes: dict[str, int], data_
     if empty:
         raise SkipCell(f"multidoc_qa/{subtask}: no examples for the {', '.join(empty)} split(s) in "
                        f"{meta['source']}")
-    splits = {s: _fixed_split(examples[s], max_answer) for s in SPLITS}
+    splits = {s: _fixed_split(examples[s], max_answer, s == "train" and _prompt_loss(cfg))
+              for s in SPLITS}
     return splits, examples["test"], max_answer, {**meta, "prompt_len_max": prompt_len}
 
 
@@ -129,7 +146,8 @@ def load_multidoc(subtask: str, cfg: dict[str, Any], seed: int, data_dir: Path |
         splits, test_examples, max_answer, meta = _real_splits(subtask, cfg, sizes, data_dir)
     meta = {**meta, "max_answer_bytes": max_answer,
             "sizes": {s: len(splits[s]) for s in SPLITS}, "depth_buckets": int(cfg["depth_buckets"]),
-            "f1_scoring": scoring_for(subtask)}
+            "f1_scoring": scoring_for(subtask),
+            "train_targets": "sequence" if _prompt_loss(cfg) else "answer"}
     data = TaskData(task="multidoc_qa", subtask=subtask, objective="lm", context=int(cfg["context"]),
                     train=splits["train"], val=splits["val"], test=splits["test"], meta=meta,
                     longer_test=longer_test)

@@ -3,9 +3,10 @@
   BOS doc_1 SEP doc_2 SEP ... doc_n SEP question SEP | answer EOS
   `------------------ prompt -------------------'
 
-The model reads the prompt and is trained to produce the answer and EOS: the loss counts the
-targets of the answer bytes and of EOS only. At evaluation it generates greedily after the
-prompt until EOS. Evidence depth is the offset of an evidence byte within the documents region,
+The model reads the prompt and is trained to produce the answer and EOS: by default the loss
+counts the targets of the answer bytes and of EOS only; a protocol may also train on the
+prompt's bytes (language modelling of the whole sequence, `prompt_loss`). Validation and test
+always score the answer alone. At evaluation it generates greedily after the prompt until EOS. Evidence depth is the offset of an evidence byte within the documents region,
 scaled to [0, 1]: 0 is the first byte of the first document, 1 the last byte of the last one.
 """
 
@@ -26,14 +27,17 @@ class QAExample:
     depth: float | None  # depth of the evidence farthest from the question (None: unknown)
     items: tuple[str, ...] = ()  # the first answer's parts, scored by item recall (RULER)
 
-    def inputs_and_targets(self, max_answer_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def inputs_and_targets(self, max_answer_bytes: int, prompt_loss: bool = False
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs (L,), targets (L,) with L = P + answer bytes; targets -100 except on the
-        answer bytes and the final EOS. The answer is cut to max_answer_bytes."""
+        answer bytes and the final EOS (and, with prompt_loss, on every prompt byte after BOS
+        too). The answer is cut to max_answer_bytes."""
         answer = self.answers[0].encode("utf-8")[:max_answer_bytes]
         tail = torch.tensor([*answer, EOS], dtype=torch.int16)
         full = torch.cat([self.prompt, tail])  # (P + A + 1,)
         targets = full[1:].clone()
-        targets[: len(self.prompt) - 1] = -100
+        if not prompt_loss:
+            targets[: len(self.prompt) - 1] = -100
         return full[:-1], targets
 
 
