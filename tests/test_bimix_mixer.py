@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from bimix_bench.bimix.decode import band_amplitudes, dct_feature_table
 from bimix_bench.bimix.kernels import reference
+from bimix_bench.bimix.kernels.basis import dct_query_key_features
+from bimix_bench.bimix.kernels.chunked import gated_dct_queries_keys
 from bimix_bench.bimix.mixer import ABLATIONS, DEFAULT_OPTIONS, BiMixMixer
 from bimix_bench.errors import SkipCell, UsageError
 from bimix_bench.models.backbone import Architecture, LanguageModel
@@ -203,3 +206,18 @@ def test_language_model_with_bimix_trains_and_generates():
         for t in range(30, 40):
             step = model.decode_step(tokens[:, t], states)
             torch.testing.assert_close(step, full[:, t], atol=1e-4, rtol=1e-4)
+
+
+def test_decode_tables_give_the_forward_features_and_gated_queries_bit_for_bit():
+    """What a decode step reads from its state instead of recomputing per token: the feature
+    table's row of a position is that position's features, and the gates times the per-band
+    amplitudes are the gathered gates times the amplitudes, exactly."""
+    H, K, NB, horizon = 3, 12, 4, 64
+    amplitude = torch.randn(H, K)
+    gates = torch.rand(2, H, NB)
+    table = dct_feature_table(50, K, horizon, torch.float32, torch.device("cpu"))
+    q_row, k_row = dct_query_key_features(torch.tensor([37]), K, horizon, torch.float32)
+    assert torch.equal(table[37, 0], q_row[0]) and torch.equal(table[37, 1], k_row[0])
+    q_gathered, _ = gated_dct_queries_keys((q_row, k_row), gates[:, None], amplitude, torch.float32)
+    weight = torch.einsum("bhn,hnj->bhj", gates, band_amplitudes(amplitude, NB, torch.float32))
+    assert torch.equal(weight * q_row[0], q_gathered[:, 0])

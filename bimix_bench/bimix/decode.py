@@ -6,6 +6,12 @@ values for the Chebyshev window, the short convolution's input history, and the 
 (for the DCT phases), held on the device. Memory and time per token do not grow with the
 sequence, and a step updates the state in place with the same shapes every time: no position
 passes through the host, so a CUDA graph can capture the step.
+
+What depends on the weights or the sizes alone is computed when the state is made, not in
+every step: the Chebyshev band kernels, the DCT decay, the DCT amplitudes laid out per band,
+and the DCT features of every position up to max_len (one table, shared by the layers), so a
+step reads its position's features with one gather. Every launch saved is one per layer and
+token (docs/perf.md).
 """
 
 from __future__ import annotations
@@ -14,10 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
-from bimix_bench.bimix.kernels.basis import dct_features_from_zero, dct_query_key_features
-from bimix_bench.bimix.kernels.chunked import gated_dct_queries_keys
+from bimix_bench.bimix.kernels.basis import band_one_hot, dct_features_from_zero
 from bimix_bench.bimix.kernels.dispatch import SpectralBranches
 from bimix_bench.bimix.kernels.reference import compute_dtype
+from bimix_bench.ops.constants import cached_constant
 
 
 @dataclass
@@ -30,6 +36,32 @@ class BiMixDecodeState:
     # (the Chebyshev window's band kernels take most of a step's operations otherwise).
     cheb_kernels: torch.Tensor | None = None  # (H, NB, W) in the compute dtype
     log_rho: torch.Tensor | None = None  # (H,) the DCT branch's per-head log decay
+    band_amplitude: torch.Tensor | None = None  # (H, NB, 2 K_d): a_{h,k} [band(k) = n], cos|sin
+    dct_table: torch.Tensor | None = None  # (max_len, 2, 2 K_d): q's and k's features per position
+    lags: torch.Tensor | None = None  # (W,) int64: 0 .. W - 1
+
+
+@cached_constant(maxsize=8)
+def dct_feature_table(length: int, n_freq: int, horizon: int, dtype: torch.dtype,
+                      device: torch.device) -> torch.Tensor:
+    """(length, 2, 2 n_freq): row t holds the DCT branch's (q, k) features of position t, the
+    same values as the parallel forward's (dct_features_from_zero)."""
+    return torch.stack(dct_features_from_zero(length, n_freq, horizon, dtype, device), dim=1)
+
+
+@cached_constant()
+def _lags(window: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(window, device=device)
+
+
+def band_amplitudes(amplitude: torch.Tensor, n_bands: int, dtype: torch.dtype) -> torch.Tensor:
+    """amplitude (H, K) -> (H, NB, 2K): entry (h, n, j) = a_{h, j mod K} when frequency j mod K
+    lies in band n, else 0, so that gates (B, H, NB) @ it = g_{band(k)} a_k for the cos and the
+    sin halves alike (the sum has one non-zero term: the same value as indexing the gates)."""
+    K = amplitude.shape[1]
+    one_hot = band_one_hot(K, n_bands, dtype, amplitude.device)  # (K, NB)
+    per_band = one_hot.t()[None] * amplitude.to(dtype)[:, None, :]  # (H, NB, K)
+    return per_band.repeat(1, 1, 2)
 
 
 def empty_state(
@@ -38,29 +70,33 @@ def empty_state(
     batch: int,
     head_dim: int,
     dtype: torch.dtype,
+    max_len: int,
 ) -> BiMixDecodeState:
+    """A state for up to max_len tokens (prefix and decoded ones together)."""
     device = conv_history.device
     cd = compute_dtype(dtype)
-    dct_state = ring = None
-    if "dct" in spec.branches:
-        H, K = spec.dct_amplitude.shape
-        dct_state = torch.zeros(batch, H, 2 * K, head_dim, device=device, dtype=cd)
-    if "cheb" in spec.branches:
-        H = spec.cheb_amplitude.shape[0]
-        ring = torch.zeros(batch, spec.window, H, head_dim, device=device, dtype=cd)
-    position = torch.zeros(1, device=device, dtype=torch.long)
+    state = BiMixDecodeState(conv_history, None, None, torch.zeros(1, device=device, dtype=torch.long))
     with torch.no_grad():
-        kernels = spec.cheb_kernels().to(cd) if ring is not None else None
-        log_rho = spec.log_rho.detach().clone() if dct_state is not None else None
-    return BiMixDecodeState(conv_history, dct_state, ring, position, kernels, log_rho)
+        if "dct" in spec.branches:
+            H, K = spec.dct_amplitude.shape
+            state.dct_state = torch.zeros(batch, H, 2 * K, head_dim, device=device, dtype=cd)
+            state.log_rho = spec.log_rho.detach().clone()
+            state.band_amplitude = band_amplitudes(spec.dct_amplitude.detach(), spec.n_bands, cd)
+            state.dct_table = dct_feature_table(max_len, K, spec.horizon, cd, device)
+        if "cheb" in spec.branches:
+            H = spec.cheb_amplitude.shape[0]
+            state.ring = torch.zeros(batch, spec.window, H, head_dim, device=device, dtype=cd)
+            state.cheb_kernels = spec.cheb_kernels().to(cd)
+            state.lags = _lags(spec.window, device)
+    return state
 
 
 def state_after_prefix(
-    spec: SpectralBranches, conv_history: torch.Tensor, v: torch.Tensor
+    spec: SpectralBranches, conv_history: torch.Tensor, v: torch.Tensor, max_len: int
 ) -> BiMixDecodeState:
     """The decode state after consuming v (B, T, H, P), computed in one parallel pass."""
     B, T, H, P = v.shape
-    state = empty_state(spec, conv_history, B, P, v.dtype)
+    state = empty_state(spec, conv_history, B, P, v.dtype, max(max_len, T))
     cd = compute_dtype(v.dtype)
     v32 = v.to(cd)
     positions = torch.arange(T, device=v.device)
@@ -89,18 +125,18 @@ def decode_core(
     out = None  # (B, H, P): the sum of the branches' outputs
     pos = state.position  # (1,), on the device: no host copy, no wait for the GPU
     if state.dct_state is not None:
-        g = spec.branch_gates(gates, "dct")[:, None]  # (B|1, 1, H, NB)
-        features = dct_query_key_features(pos, spec.dct_amplitude.shape[1], spec.horizon, cd)
-        q, k = gated_dct_queries_keys(features, g, spec.dct_amplitude, cd)
-        q_t = q[:, 0].expand(B, H, q.shape[-1])
-        k_t = k.expand(B, H, k.shape[-1])
+        g = spec.branch_gates(gates, "dct").to(cd)  # (B|1, H, NB)
+        features = state.dct_table.index_select(0, pos)  # (1, 2, 2K): q's and k's rows
+        weight = torch.einsum("bhn,hnj->bhj", g, state.band_amplitude)  # g_{band(k)} a_k
+        q_t = (weight * features[:, 0, None]).expand(B, H, -1)  # (B, H, 2K)
+        k_t = features[:, 1, None].expand(B, H, -1)
         y, dct_state = recurrent_step(state.dct_state, q_t, k_t, v32, state.log_rho, 1.0)
         state.dct_state.copy_(dct_state)
         out = y
     if state.ring is not None:
         W = spec.window
-        state.ring.index_copy_(1, pos % W, v32[:, None])
-        slots = (pos - torch.arange(W, device=v_t.device)) % W  # lag tau -> slot
+        slots = (pos - state.lags) % W  # lag tau -> slot; slots[0] = pos % W, this token's
+        state.ring.index_copy_(1, slots[:1], v32[:, None])
         window = state.ring[:, slots]  # (B, W, H, P), zeros where no token was ever written
         kernels = state.cheb_kernels  # (H, NB, W)
         g = spec.branch_gates(gates, "cheb").to(cd)  # (B|1, H, NB)

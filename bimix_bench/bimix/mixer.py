@@ -196,7 +196,9 @@ class BiMixMixer(TokenMixer):
     def log_rho(self) -> torch.Tensor:  # (H,), log of the per-head decay, always < 0
         return -torch.exp(self.dct_log_rate)
 
-    def spectral(self) -> SpectralBranches:
+    def spectral(self, with_decay: bool = True) -> SpectralBranches:
+        """The branches' parameters; with_decay=False leaves log_rho out (a decode step reads
+        the decay its state holds, so it does not recompute it per token)."""
         s = self.settings
         return SpectralBranches(
             branches=s.branches,
@@ -204,7 +206,7 @@ class BiMixMixer(TokenMixer):
             horizon=s.horizon,
             window=s.window,
             dct_amplitude=self.dct_amplitude,
-            log_rho=self.log_rho() if self.dct_log_rate is not None else None,
+            log_rho=self.log_rho() if with_decay and self.dct_log_rate is not None else None,
             cheb_amplitude=self.cheb_amplitude,
         )
 
@@ -246,19 +248,19 @@ class BiMixMixer(TokenMixer):
         self, batch_size: int, max_len: int, device: torch.device, dtype: torch.dtype
     ) -> BiMixDecodeState:
         history = self.conv.empty_history(batch_size, device, dtype)
-        return empty_state(self.spectral(), history, batch_size, self.head_dim, dtype)
+        return empty_state(self.spectral(), history, batch_size, self.head_dim, dtype, max_len)
 
     def prefill(self, x: torch.Tensor, max_len: int) -> tuple[torch.Tensor, BiMixDecodeState]:
         v, z, history = self._project(x)
         y = self._core(x, v, z)
-        return y, state_after_prefix(self.spectral(), history, v)
+        return y, state_after_prefix(self.spectral(), history, v, max_len)
 
     def decode_step(self, x_t: torch.Tensor, state: BiMixDecodeState) -> torch.Tensor:
         B, D = x_t.shape
         v, z, history = self._project(x_t[:, None], state.conv_history)
         state.conv_history.copy_(history)  # in place: the state keeps its address (CUDA graphs)
         gates = self.gates(x_t[:, None])[:, 0]  # (B|1, H, R, NB)
-        mixed = decode_core(self.spectral(), gates, v[:, 0], state)  # (B, H, P)
+        mixed = decode_core(self.spectral(with_decay=False), gates, v[:, 0], state)  # (B, H, P)
         return self.out_proj((F.silu(z[:, 0]) * mixed).reshape(B, D))
 
     # --- training hooks ------------------------------------------------------------------
