@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from bimix_bench.bimix.decode import band_amplitudes, dct_feature_table
+from bimix_bench.bimix.decode import band_amplitudes, dct_feature_table, gated_dct_weights
 from bimix_bench.bimix.kernels import reference
-from bimix_bench.bimix.kernels.basis import dct_query_key_features
+from bimix_bench.bimix.kernels.basis import band_index, dct_query_key_features
 from bimix_bench.bimix.kernels.chunked import gated_dct_queries_keys
 from bimix_bench.bimix.mixer import ABLATIONS, DEFAULT_OPTIONS, BiMixMixer
 from bimix_bench.errors import SkipCell, UsageError
@@ -210,14 +210,16 @@ def test_language_model_with_bimix_trains_and_generates():
 
 def test_decode_tables_give_the_forward_features_and_gated_queries_bit_for_bit():
     """What a decode step reads from its state instead of recomputing per token: the feature
-    table's row of a position is that position's features, and the gates times the per-band
-    amplitudes are the gathered gates times the amplitudes, exactly."""
+    table's row of a position is that position's features, and the gated DCT weights (a
+    product of the gates with the per-band amplitudes) are exactly each frequency's band gate
+    times its amplitude, as indexing the gates by band gives them."""
     H, K, NB, horizon = 3, 12, 4, 64
     amplitude = torch.randn(H, K)
     gates = torch.rand(2, H, NB)
     table = dct_feature_table(50, K, horizon, torch.float32, torch.device("cpu"))
     q_row, k_row = dct_query_key_features(torch.tensor([37]), K, horizon, torch.float32)
     assert torch.equal(table[37, 0], q_row[0]) and torch.equal(table[37, 1], k_row[0])
-    q_gathered, _ = gated_dct_queries_keys((q_row, k_row), gates[:, None], amplitude, torch.float32)
-    weight = torch.einsum("bhn,hnj->bhj", gates, band_amplitudes(amplitude, NB, torch.float32))
-    assert torch.equal(weight * q_row[0], q_gathered[:, 0])
+    by_index = (gates[..., band_index(K, NB)] * amplitude).repeat(1, 1, 2)  # (2, H, 2K)
+    assert torch.equal(gated_dct_weights(gates, band_amplitudes(amplitude, NB)), by_index)
+    q, k = gated_dct_queries_keys((q_row, k_row), gates[:, None], amplitude, torch.float32)
+    assert torch.equal(q[:, 0], by_index * q_row[0]) and torch.equal(k, k_row)

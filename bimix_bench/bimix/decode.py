@@ -54,14 +54,21 @@ def _lags(window: int, device: torch.device) -> torch.Tensor:
     return torch.arange(window, device=device)
 
 
-def band_amplitudes(amplitude: torch.Tensor, n_bands: int, dtype: torch.dtype) -> torch.Tensor:
-    """amplitude (H, K) -> (H, NB, 2K): entry (h, n, j) = a_{h, j mod K} when frequency j mod K
-    lies in band n, else 0, so that gates (B, H, NB) @ it = g_{band(k)} a_k for the cos and the
-    sin halves alike (the sum has one non-zero term: the same value as indexing the gates)."""
+def band_amplitudes(amplitude: torch.Tensor, n_bands: int) -> torch.Tensor:
+    """amplitude (H, K) -> (H, NB, 2K) in its dtype: entry (h, n, j) = a_{h, j mod K} where
+    frequency j mod K lies in band n, else 0. Gates (..., H, NB) times it give g_{band(k)} a_k
+    for the cos and the sin halves alike: each sum has one non-zero term, so the value is the
+    product itself (the parallel paths index the gates by band instead: chunked.py)."""
     K = amplitude.shape[1]
-    one_hot = band_one_hot(K, n_bands, dtype, amplitude.device)  # (K, NB)
-    per_band = one_hot.t()[None] * amplitude.to(dtype)[:, None, :]  # (H, NB, K)
-    return per_band.repeat(1, 1, 2)
+    one_hot = band_one_hot(K, n_bands, amplitude.dtype, amplitude.device)  # (K, NB)
+    return (one_hot.t()[None] * amplitude[:, None, :]).repeat(1, 1, 2)
+
+
+def gated_dct_weights(gates: torch.Tensor, per_band: torch.Tensor) -> torch.Tensor:
+    """gates (..., H, NB), per_band (H, NB, 2K) from band_amplitudes -> (..., H, 2K) in
+    per_band's dtype: g_{band(k)} a_k, computed without autocast (the gates may be bf16)."""
+    with torch.autocast(gates.device.type, enabled=False):
+        return torch.einsum("...hn,hnj->...hj", gates.to(per_band.dtype), per_band)
 
 
 def empty_state(
@@ -81,7 +88,7 @@ def empty_state(
             H, K = spec.dct_amplitude.shape
             state.dct_state = torch.zeros(batch, H, 2 * K, head_dim, device=device, dtype=cd)
             state.log_rho = spec.log_rho.detach().clone()
-            state.band_amplitude = band_amplitudes(spec.dct_amplitude.detach(), spec.n_bands, cd)
+            state.band_amplitude = band_amplitudes(spec.dct_amplitude.detach().to(cd), spec.n_bands)
             state.dct_table = dct_feature_table(max_len, K, spec.horizon, cd, device)
         if "cheb" in spec.branches:
             H = spec.cheb_amplitude.shape[0]
@@ -125,9 +132,9 @@ def decode_core(
     out = None  # (B, H, P): the sum of the branches' outputs
     pos = state.position  # (1,), on the device: no host copy, no wait for the GPU
     if state.dct_state is not None:
-        g = spec.branch_gates(gates, "dct").to(cd)  # (B|1, H, NB)
+        g = spec.branch_gates(gates, "dct")  # (B|1, H, NB)
         features = state.dct_table.index_select(0, pos)  # (1, 2, 2K): q's and k's rows
-        weight = torch.einsum("bhn,hnj->bhj", g, state.band_amplitude)  # g_{band(k)} a_k
+        weight = gated_dct_weights(g, state.band_amplitude)  # (B|1, H, 2K): g_{band(k)} a_k
         q_t = (weight * features[:, 0, None]).expand(B, H, -1)  # (B, H, 2K)
         k_t = features[:, 1, None].expand(B, H, -1)
         y, dct_state = recurrent_step(state.dct_state, q_t, k_t, v32, state.log_rho, 1.0)
