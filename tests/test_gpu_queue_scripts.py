@@ -70,6 +70,7 @@ def test_a_queue_with_an_unknown_job_kind_runs_nothing(checkout):
     assert result.stderr.strip() == "q.queue line 2: rn: unknown job kind (run, side or cmd)"
     assert not (checkout / "runs/gpu/first").exists()
 
+
 def test_queue_starts_nothing_it_could_not_stop_and_pack_in_time(checkout):
     (checkout / "q.queue").write_text("cmd late echo ran\n")
     result = bash(checkout, "scripts/gpu/run_queue.sh", "60", "q.queue")
@@ -229,7 +230,6 @@ def test_models_side_by_side_get_a_folder_and_a_log_each(checkout):
     assert "unknown model" in (checkout / "out" / "nope.log").read_text().lower()
 
 
-
 @pytest.mark.parametrize("in_turn", ["0", "1"])
 def test_models_in_turn_start_only_after_the_previous_one_ended(checkout, tmp_path, in_turn):
     """IN_TURN=1 runs the entries one after another; by default they overlap. A stand-in
@@ -241,8 +241,8 @@ def test_models_in_turn_start_only_after_the_previous_one_ended(checkout, tmp_pa
         'out="${@: -1}"; echo "start $out" >> "$EVENTS"; sleep 0.5; echo "end $out" >> "$EVENTS"\n')
     (shim / "python3").chmod(0o755)
     events = tmp_path / "events"
-    result = bash(checkout, "scripts/gpu/run_models_side_by_side.sh", "turns", "a,b", "--task", "mqar",
-                  env={"IN_TURN": in_turn, "EVENTS": str(events),
+    result = bash(checkout, "scripts/gpu/run_models_side_by_side.sh", "turns", "a,b",
+                  "--task", "mqar", env={"IN_TURN": in_turn, "EVENTS": str(events),
                        "PATH": f"{shim}:{os.environ['PATH']}"})
     assert result.returncode == 0, result.stderr
     kinds = [line.split()[0] for line in events.read_text().splitlines()]

@@ -257,14 +257,16 @@ def test_sequence_targets_train_on_the_prompt_but_score_the_answer_alone():
     cfg = task.defaults("tiny")
     answer_only = task.load("single_needle_noise", cfg, 0, None)
     whole = task.load("single_needle_noise", {**cfg, "train_targets": "sequence"}, 0, None)
-    assert whole.meta["train_targets"] == "sequence" and answer_only.meta["train_targets"] == "answer"
+    assert whole.meta["train_targets"] == "sequence"
+    assert answer_only.meta["train_targets"] == "answer"
     a_in, a_t = answer_only.train.fetch(5)
     w_in, w_t = whole.train.fetch(5)
     assert torch.equal(a_in, w_in)  # the same example; only what the loss counts differs
     assert int((w_t != -100).sum()) == len(w_t) > int((a_t != -100).sum())
     assert torch.equal(w_t[a_t != -100], a_t[a_t != -100])
     for split in ("val", "test"):  # selection and test scores stay on the answer
-        assert torch.equal(getattr(whole, split).fetch(2)[1], getattr(answer_only, split).fetch(2)[1])
+        targets = [getattr(data, split).fetch(2)[1] for data in (whole, answer_only)]
+        assert torch.equal(*targets)
     with pytest.raises(UsageError, match="train_targets"):
         task.load("single_needle_noise", {**cfg, "train_targets": "prompt"}, 0, None)
 

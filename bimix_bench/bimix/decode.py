@@ -20,7 +20,11 @@ from dataclasses import dataclass
 
 import torch
 
-from bimix_bench.bimix.kernels.basis import band_one_hot, dct_features_from_zero
+from bimix_bench.bimix.kernels.basis import (
+    band_one_hot,
+    dct_features_from_zero,
+    dct_query_key_features,
+)
 from bimix_bench.bimix.kernels.dispatch import SpectralBranches
 from bimix_bench.bimix.kernels.reference import compute_dtype
 from bimix_bench.ops.constants import cached_constant
@@ -45,8 +49,10 @@ class BiMixDecodeState:
 def dct_feature_table(length: int, n_freq: int, horizon: int, dtype: torch.dtype,
                       device: torch.device) -> torch.Tensor:
     """(length, 2, 2 n_freq): row t holds the DCT branch's (q, k) features of position t, the
-    same values as the parallel forward's (dct_features_from_zero)."""
-    return torch.stack(dct_features_from_zero(length, n_freq, horizon, dtype, device), dim=1)
+    same values as the parallel forward's (dct_features_from_zero), built without filling that
+    cache with a second copy of max_len rows."""
+    positions = torch.arange(length, device=device)
+    return torch.stack(dct_query_key_features(positions, n_freq, horizon, dtype), dim=1)
 
 
 @cached_constant()
@@ -82,7 +88,8 @@ def empty_state(
     """A state for up to max_len tokens (prefix and decoded ones together)."""
     device = conv_history.device
     cd = compute_dtype(dtype)
-    state = BiMixDecodeState(conv_history, None, None, torch.zeros(1, device=device, dtype=torch.long))
+    position = torch.zeros(1, device=device, dtype=torch.long)
+    state = BiMixDecodeState(conv_history, None, None, position)
     with torch.no_grad():
         if "dct" in spec.branches:
             H, K = spec.dct_amplitude.shape

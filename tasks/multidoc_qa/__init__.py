@@ -56,7 +56,8 @@ _DESCRIPTIONS = {
 }
 
 
-def _generated_splits(subtask: str, cfg: dict[str, Any], seed: int, sizes: dict[str, int]
+def _generated_splits(subtask: str, cfg: dict[str, Any], seed: int, sizes: dict[str, int],
+                      prompt_loss: bool
                       ) -> tuple[dict[str, Any], list[QAExample], int, dict[str, Any], Callable]:
     """Train examples are built on demand from (seed, split, subtask, index); val and test are
     built once (they are scored repeatedly and decoded). Also returns the test split at a
@@ -67,7 +68,6 @@ def _generated_splits(subtask: str, cfg: dict[str, Any], seed: int, sizes: dict[
     corpus = python_docs_corpus()
     n_docs, n_buckets = int(cfg["n_docs"]), int(cfg["depth_buckets"])
     code = GENERATED_SUBTASKS.index(subtask)
-    prompt_loss = _prompt_loss(cfg)
 
     def example(split: str, i: int, prompt_len: int = context - max_answer) -> QAExample:
         rng = np.random.default_rng([seed, _SPLIT_CODES[split], code, i])
@@ -109,16 +109,17 @@ def _fixed_split(examples: list[QAExample], max_answer: int, prompt_loss: bool =
                         lambda i: examples[i].inputs_and_targets(max_answer, prompt_loss))
 
 
-def _prompt_loss(cfg: dict[str, Any]) -> bool:
-    """Whether training counts the prompt's bytes too (cfg["train_targets"])."""
+def _train_targets(cfg: dict[str, Any]) -> str:
+    """cfg["train_targets"], checked: one of TRAIN_TARGETS."""
     targets = str(cfg.get("train_targets", "answer"))
     if targets not in TRAIN_TARGETS:
         raise UsageError(f"multidoc_qa train_targets must be one of {', '.join(TRAIN_TARGETS)}, "
                          f"not {targets!r}")
-    return targets == "sequence"
+    return targets
 
 
-def _real_splits(subtask: str, cfg: dict[str, Any], sizes: dict[str, int], data_dir: Path | None
+def _real_splits(subtask: str, cfg: dict[str, Any], sizes: dict[str, int], data_dir: Path | None,
+                 prompt_loss: bool
                  ) -> tuple[dict[str, Any], list[QAExample], int, dict[str, Any]]:
     section = cfg["hotpotqa"] if subtask == "hotpotqa" else cfg["longbench"]
     max_answer = int(section["max_answer_bytes"])
@@ -131,23 +132,26 @@ def _real_splits(subtask: str, cfg: dict[str, Any], sizes: dict[str, int], data_
     if empty:
         raise SkipCell(f"multidoc_qa/{subtask}: no examples for the {', '.join(empty)} split(s) in "
                        f"{meta['source']}")
-    splits = {s: _fixed_split(examples[s], max_answer, s == "train" and _prompt_loss(cfg))
+    splits = {s: _fixed_split(examples[s], max_answer, s == "train" and prompt_loss)
               for s in SPLITS}
     return splits, examples["test"], max_answer, {**meta, "prompt_len_max": prompt_len}
 
 
 def load_multidoc(subtask: str, cfg: dict[str, Any], seed: int, data_dir: Path | None) -> TaskData:
     sizes = {s: int(cfg[f"n_{s}"]) for s in SPLITS}
+    train_targets = _train_targets(cfg)
+    prompt_loss = train_targets == "sequence"  # the training loss counts the prompt's bytes too
     longer_test = None
     if subtask in GENERATED_SUBTASKS:
         splits, test_examples, max_answer, meta, longer_test = _generated_splits(
-            subtask, cfg, seed, sizes)
+            subtask, cfg, seed, sizes, prompt_loss)
     else:
-        splits, test_examples, max_answer, meta = _real_splits(subtask, cfg, sizes, data_dir)
+        splits, test_examples, max_answer, meta = _real_splits(subtask, cfg, sizes, data_dir,
+                                                               prompt_loss)
     meta = {**meta, "max_answer_bytes": max_answer,
             "sizes": {s: len(splits[s]) for s in SPLITS}, "depth_buckets": int(cfg["depth_buckets"]),
             "f1_scoring": scoring_for(subtask),
-            "train_targets": "sequence" if _prompt_loss(cfg) else "answer"}
+            "train_targets": train_targets}
     data = TaskData(task="multidoc_qa", subtask=subtask, objective="lm", context=int(cfg["context"]),
                     train=splits["train"], val=splits["val"], test=splits["test"], meta=meta,
                     longer_test=longer_test)

@@ -6,8 +6,9 @@
 The model reads the prompt and is trained to produce the answer and EOS: by default the loss
 counts the targets of the answer bytes and of EOS only; a protocol may also train on the
 prompt's bytes (language modelling of the whole sequence, `prompt_loss`). Validation and test
-always score the answer alone. At evaluation it generates greedily after the prompt until EOS. Evidence depth is the offset of an evidence byte within the documents region,
-scaled to [0, 1]: 0 is the first byte of the first document, 1 the last byte of the last one.
+always score the answer alone. At evaluation it generates greedily after the prompt until EOS.
+Evidence depth is the offset of an evidence byte within the documents region, scaled to
+[0, 1]: 0 is the first byte of the first document, 1 the last byte of the last one.
 """
 
 from __future__ import annotations
