@@ -52,6 +52,12 @@ def run(
         None, "--resume", help="Continue an interrupted run folder with its saved config: finished "
         "cells are kept, an unfinished training continues from its last validation.",
     ),
+    lr_from: Path = typer.Option(
+        None, "--lr-from", help="Train every cell at the learning rate that the grid of an earlier "
+        "run (a run folder, or a folder of them) chose on validation for the same model and "
+        "subtask: the later seeds of a grid that ran elsewhere. Refused when that grid is "
+        "unfinished or its protocol differs from this run's.",
+    ),
     nproc: int = typer.Option(
         None, "--nproc", help="Data-parallel training over N processes on this host (torchrun, "
         "DDP; one GPU each, or gloo on CPU). Same global batch, tokens and schedule.",
@@ -94,7 +100,7 @@ def run(
         task=task or "", resume=resume, budget=budget, models=split_names(models), seeds=parse_seeds(seeds),
         subtasks=split_names(subtasks), overrides=list(overrides), out_dir=out,
         data_dir=data_dir, device=device, save_checkpoints=checkpoints, shard=_parse_shard(shard),
-        defer_throughput=defer_throughput,
+        defer_throughput=defer_throughput, lr_from=lr_from,
     )
     if nproc is not None or gpus is not None:
         run_dir = _launch(request, nproc, gpus)

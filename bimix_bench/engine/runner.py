@@ -30,6 +30,7 @@ from bimix_bench.engine import interrupts
 from bimix_bench.engine.checkpoint import checkpoint_path, grid_tag, save_checkpoint
 from bimix_bench.engine.device import autocast_factory, pick_device
 from bimix_bench.engine.distributed import DistContext, barrier, device_for, init_from_env, shutdown
+from bimix_bench.engine.lr_transfer import rate_key, transferred_rates
 from bimix_bench.engine.pending import complete_pending, park_record, park_weights, parked_cells
 from bimix_bench.engine.throughput import backends_entry, measure_ddp_train_throughput, record_throughput  # noqa: F401 (re-export)
 from bimix_bench.engine.trainer import Diverged, StepInfo, batch_size_for, train_model
@@ -61,6 +62,8 @@ class RunRequest:
     # time.monotonic() after which no new cell starts (bimix-bench sweep --time-limit): the run
     # stops cleanly at a cell boundary and `--resume` continues it.
     deadline: float | None = None
+    # A run folder whose learning-rate grids chose the rate of every cell (engine/lr_transfer.py).
+    lr_from: Path | None = None
 
 
 @dataclass
@@ -137,6 +140,8 @@ def prepare(request: RunRequest) -> tuple[dict[str, Any], list[Cell], Any]:
     variants = {name: model_variant(cfg["models"][name], spec.default_options) for name, spec in specs.items()}
     if any(variants.values()):  # kept in config.yaml, so a resumed run labels its records the same
         cfg["run"]["variants"] = {name: v for name, v in variants.items() if v}
+    if request.lr_from is not None:  # the rates are read once and kept in config.yaml
+        cfg["run"]["lr_from"] = transferred_rates(request.lr_from, cfg)
     return cfg, _cells(cfg), task
 
 
@@ -146,8 +151,13 @@ def _cells(cfg: dict[str, Any]) -> list[Cell]:
     finished); else every seed at the one rate."""
     grid = lr_grid(cfg)
     models, seeds = cfg["run"]["models"], cfg["seeds"]
+    transferred = (cfg["run"].get("lr_from") or {}).get("rates")
     cells = []
     for sub in cfg["task"]["subtasks"]:
+        if transferred is not None:  # every seed at the rate an earlier run's grid chose
+            cells += [Cell(sub, seed, m, "chosen", transferred[rate_key(sub, m)]["lr"])
+                      for seed in seeds for m in models]
+            continue
         if len(grid) < 2:
             cells += [Cell(sub, seed, m, "fixed", grid[0]) for seed in seeds for m in models]
             continue
@@ -178,7 +188,12 @@ def cell_config(cfg: dict[str, Any], cell: Cell, records: list[dict[str, Any]]
 
     grid = lr_grid(cfg)
     lr, entry = cell.lr, {"lr": cell.lr, "grid": grid, "role": cell.role}
-    if cell.role == "chosen":
+    lr_from = cfg["run"].get("lr_from")
+    if cell.role == "chosen" and lr_from is not None:
+        chosen = lr_from["rates"][rate_key(cell.subtask, cell.model)]
+        entry.update(grid=chosen["grid"], chosen_from=chosen["chosen_from"],
+                     chosen_in=lr_from["folder"])
+    elif cell.role == "chosen":
         # Every record of the folder is this run's: match on all but the run id.
         cell_of_run = (cfg["task"]["family"], cell.subtask, cfg["budget"]["name"], cell.model)
         found = [(key, lr) for key, lr in chosen_rates(records).items() if key[1:] == cell_of_run]
@@ -193,9 +208,10 @@ def cell_config(cfg: dict[str, Any], cell: Cell, records: list[dict[str, Any]]
 
 def _prepare_resume(request: RunRequest) -> tuple[dict[str, Any], list[Cell], Any]:
     """The run's own saved config decides everything; new settings would break matching."""
-    if request.overrides or request.models or request.seeds or request.subtasks:
+    if (request.overrides or request.models or request.seeds or request.subtasks
+            or request.lr_from):
         raise UsageError("--resume continues a run exactly as it was configured; "
-                         "drop --set/--models/--seeds/--subtasks")
+                         "drop --set/--models/--seeds/--subtasks/--lr-from")
     path = Path(request.resume) / "config.yaml"
     if not path.exists():
         raise UsageError(f"--resume {request.resume}: no config.yaml there (not a run folder)")

@@ -108,6 +108,7 @@ class LearningRate:
     grid: list[float] = field(metadata={"positive": True})
     role: LrRole = "fixed"
     chosen_from: dict[str, float | None] = _optional()  # rate -> its validation score
+    chosen_in: str = _optional(nonempty=True)  # the earlier run whose grid chose (run --lr-from)
 
 
 @dataclass

@@ -15,13 +15,15 @@
 #                                  (scripts/gpu/run_models_side_by_side.sh) into
 #                                  results/gpu/NAME/MODEL, each resumed when it exists
 #   cmd NAME SHELL_COMMAND...      any command (runs/gpu/NAME is $JOB, created for it)
+# A kind written with a leading "&" (&side, &run, &cmd) starts that job in the background and
+# goes on to the next line at once: the jobs run alongside, and packing waits for all of them.
 # A job that finished here (runs/gpu/NAME.done) is skipped; the one running near the deadline is
 # interrupted and its run folder stays resumable. Logs: runs/gpu/NAME.log. With $OUT
 # set, every job's folder is packed, without weights and training states, into $OUT/NAME.tgz with
 # its log; scripts/gpu/unpack_returned.sh puts those back into a checkout, which must happen
 # before the next call wherever each call gets a fresh copy of the working tree (a result folder
 # copied over with its old records would have its new cells trained again). The training states
-# of cut-off cells come back as NAME.state.tgz when small enough, and unpacking puts them back,
+# of cut-off cells come back inside NAME.tgz when small enough, and unpacking puts them back,
 # so that the next call resumes those cells. The Triton kernel
 # cache is packed too, without its intermediate forms (scripts/gpu/triton_cache.sh); carrying
 # it (.triton_cache) spares a fresh machine of the same image the 1-3 minutes per model that
@@ -29,25 +31,21 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 deadline=$(( $(date +%s) + $1 )); queue="$2"
-bad=$(awk '$1 !~ /^#/ && NF && $1 != "run" && $1 != "side" && $1 != "cmd" {print NR": "$1; exit}' "$queue")
+bad=$(awk '$1 !~ /^#/ && NF && $1 !~ /^&?(run|side|cmd)$/ {print NR": "$1; exit}' "$queue")
 [[ -z "$bad" ]] || { echo "$queue line $bad: unknown job kind (run, side or cmd)" >&2; exit 2; }
 mkdir -p runs/gpu
-while read -r kind name rest; do
-  [[ -z "${kind:-}" || "$kind" == \#* ]] && continue
-  [[ -f "runs/gpu/$name.done" ]] && { echo "= $name done"; continue; }
-  left=$(( deadline - $(date +%s) ))
-  # SIGINT lands 35 s before the deadline and SIGKILL 5 s before it: a job that is slow to stop
-  # (e.g. interrupted inside a Triton compile) must not push the packing past the deadline.
-  (( left > 65 )) || { echo "= $name: no time left"; break; }
-  job="runs/gpu/$name"; log="$job.log"
+# One job: its command under the deadline, its log, and its .done marker when it succeeded.
+run_job() {
+  local kind="$1" name="$2" rest="$3" job="runs/gpu/$2" log="runs/gpu/$2.log" command
   if [[ "$kind" == run ]]; then
     job="results/gpu/$name"
+    local gpus opts workers="" budget count
     read -r gpus opts <<<"$rest"
     if [[ "$gpus" == all ]]; then
       count=$(python3 -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
       gpus="-"; (( count > 1 )) && gpus=$(seq -s, 0 $(( count - 1 )))
     fi
-    workers=""; [[ "$gpus" != "-" ]] && workers="--gpus $gpus"
+    [[ "$gpus" != "-" ]] && workers="--gpus $gpus"
     if [[ -f "$job/config.yaml" ]]; then
       command="python3 -m bimix_bench run --resume $job $workers"
     else
@@ -60,32 +58,47 @@ while read -r kind name rest; do
   else
     mkdir -p "$job"; command="$rest"
   fi
+  local left=$(( deadline - $(date +%s) )) start status
   echo "+ [$name, ${left}s left] $command" | tee -a "$log"
+  echo "$job" >>runs/gpu/touched
   start=$(date +%s)
   JOB="$job" timeout -s INT -k 30 "$(( left - 35 ))" bash -c "$command" >>"$log" 2>&1
   status=$?
   echo "= $name: exit $status after $(( $(date +%s) - start ))s" | tee -a "$log"
   (( status == 0 )) && touch "runs/gpu/$name.done"
-  echo "$job" >>runs/gpu/touched
+  return 0
+}
+while read -r kind name rest; do
+  [[ -z "${kind:-}" || "$kind" == \#* ]] && continue
+  [[ -f "runs/gpu/$name.done" ]] && { echo "= $name done"; continue; }
+  # SIGINT lands 35 s before the deadline and SIGKILL 5 s before it: a job that is slow to stop
+  # (e.g. interrupted inside a Triton compile) must not push the packing past the deadline.
+  (( deadline - $(date +%s) > 65 )) || { echo "= $name: no time left"; break; }
+  if [[ "$kind" == \&* ]]; then  # "&side", "&run", "&cmd": alongside the jobs that follow
+    run_job "${kind#&}" "$name" "$rest" </dev/null &
+  else
+    run_job "$kind" "$name" "$rest" </dev/null
+  fi
 done <"$queue"
+wait  # the jobs started alongside
 if [[ -n "${OUT:-}" ]]; then
   bash scripts/gpu/triton_cache.sh pack "$OUT/triton_cache.tar.gz"
 fi
 if [[ -n "${OUT:-}" && -f runs/gpu/touched ]]; then
   for job in $(sort -u runs/gpu/touched); do
     name=$(basename "$job")
-    tar czf "$OUT/$name.tgz" --exclude='*.pt' --exclude='state' --exclude='pending' \
-      --exclude='checkpoints' -C "$(dirname "$job")" "$name" \
+    # The training states of cells cut off mid-way go in the same archive, smallest first, up
+    # to 14 MB (a returned file holds at most 16 MiB, and at most 8 files come back, so one
+    # archive per job), so that a fresh machine resumes those cells instead of starting over;
+    # finished cells leave none. The cpu budget's models leave about 2 MB each.
+    parent=$(dirname "$job")
+    tar cf "$OUT/$name.tar" --exclude='*.tmp' --exclude='checkpoints' --exclude='pending' \
+      --exclude='state' -C "$parent" "$name" \
       -C "$PWD/runs/gpu" $(cd runs/gpu && ls "$name.log" "$name.done" 2>/dev/null)
-    # The training states of cells cut off mid-way, when they are small (the cpu budget's
-    # models: about 2 MB each), so that a fresh machine resumes them instead of starting over;
-    # finished cells leave none. Larger ones stay behind (16 MiB a returned file).
-    states=$(cd "$(dirname "$job")" && find "$name" -path '*/state/*' -type f 2>/dev/null)
-    if [[ -n "$states" ]]; then
-      tar czf "$OUT/$name.state.tgz" -C "$(dirname "$job")" $states
-      if (( $(stat -c %s "$OUT/$name.state.tgz") > 12 * 1024 * 1024 )); then
-        rm -f "$OUT/$name.state.tgz"; echo "= $name: training states too large to return; left behind"
-      fi
-    fi
+    states=$(cd "$parent" && find "$name" -path '*/state/*' -type f -printf '%s %p\n' 2>/dev/null \
+      | sort -n | awk '{s += $1; if (s <= 14 * 1024 * 1024) print $2; else left++}
+                       END {if (left) print left " training states left behind (too large to return)" > "/dev/stderr"}')
+    [[ -n "$states" ]] && tar rf "$OUT/$name.tar" -C "$parent" $states
+    gzip -c "$OUT/$name.tar" >"$OUT/$name.tgz" && rm -f "$OUT/$name.tar"
   done
 fi

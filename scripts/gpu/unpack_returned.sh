@@ -20,7 +20,7 @@ for archive in "$from"/*.tgz; do
   [[ -e "$archive" ]] || { echo "no .tgz files in $from" >&2; exit 1; }
   [[ "$archive" == *.state.tgz ]] && continue  # after the job's own archive, below
   name=$(basename "$archive" .tgz)
-  kind=$(awk -v n="$name" '$1 !~ /^#/ && $2 == n {print $1; exit}' "$queue")
+  kind=$(awk -v n="$name" '$1 !~ /^#/ && $2 == n {print $1; exit}' "$queue"); kind="${kind#&}"
   case "$kind" in
     run|side) dest=results/gpu ;;
     cmd) dest=runs/gpu ;;
