@@ -346,6 +346,11 @@ class Task:
         raw = yaml.safe_load(Path(self.defaults_path).read_text()) or {}
         return [Anchor(**{**a, "budgets": tuple(a.get("budgets", ()))}) for a in raw.get("anchors", [])]
 
+    def check_options(self, cfg: dict[str, Any], subtasks: list[str]) -> None:
+        """Raise UsageError for a bad option of the task section `cfg` before the run writes
+        anything (its folder, config.yaml); what `load` would refuse, checked without building
+        data. The default checks nothing beyond the config schema."""
+
     def load(self, subtask: str, cfg: dict[str, Any], seed: int, data_dir: Path | None) -> TaskData:
         """Build the splits. Raise bimix_bench.errors.SkipCell(reason) when the data is absent."""
         raise NotImplementedError

@@ -111,24 +111,44 @@ def test_unpack_puts_run_folders_back_and_never_replaces_more_records_with_fewer
 
 
 def test_a_cut_off_cells_training_state_comes_back_and_is_restored(checkout, tmp_path):
-    """States are left out of the job's archive but travel on their own, so that a fresh
-    machine resumes the cell; a job with no state left (all cells finished) sends none."""
-    job = "printf x > $JOB/model/state/cell.pt; echo '{}' >> $JOB/model/records.jsonl"
+    """States travel inside the job's archive (one returned file per job), so that a fresh
+    machine resumes the cell; weights do not travel; a job with no state left sends none."""
+    job = ("printf x > $JOB/model/state/cell.pt; printf w > $JOB/model/checkpoints/best.pt; "
+           "echo '{}' >> $JOB/model/records.jsonl")
     (checkout / "q.queue").write_text(
-        f"cmd cut mkdir -p $JOB/model/state; {job}\ncmd whole mkdir -p $JOB/model; echo '{{}}' > $JOB/model/records.jsonl\n")
+        f"cmd cut mkdir -p $JOB/model/state $JOB/model/checkpoints; {job}\n"
+        "cmd whole mkdir -p $JOB/model; echo '{}' > $JOB/model/records.jsonl\n")
     out = tmp_path / "out"
     out.mkdir()
     assert bash(checkout, "scripts/gpu/run_queue.sh", "200", "q.queue", env={"OUT": str(out)}).returncode == 0
     with tarfile.open(out / "cut.tgz") as archive:
+        names = archive.getnames()
+    assert "cut/model/state/cell.pt" in names and not any("checkpoints" in n for n in names)
+    with tarfile.open(out / "whole.tgz") as archive:
         assert not any("state" in name for name in archive.getnames())
-    with tarfile.open(out / "cut.state.tgz") as archive:
-        assert archive.getnames() == ["cut/model/state/cell.pt"]
-    assert not (out / "whole.state.tgz").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["cut.tgz", "whole.tgz"]
 
     elsewhere, result = unpacked_elsewhere(tmp_path, checkout / "q.queue", out)
     assert result.returncode == 0, result.stderr
     assert (elsewhere / "runs/gpu/cut/model/state/cell.pt").read_text() == "x"
     assert "cut: training states of cut-off cells restored" in result.stdout
+    assert "whole: training states" not in result.stdout
+
+
+def test_jobs_marked_to_run_alongside_overlap_and_are_all_packed(checkout, tmp_path):
+    # "&cmd" starts in the background: the foreground job sees the file it writes only if both
+    # run at once; packing waits for the background job to end.
+    (checkout / "q.queue").write_text(
+        "&cmd early touch $JOB/../early.started; sleep 2; echo late > $JOB/result\n"
+        "cmd after for i in 1 2 3 4 5 6 7 8 9 10; do [[ -f runs/gpu/early.started ]] && break; "
+        "sleep 0.2; done; [[ -f runs/gpu/early.started ]] && [[ ! -f runs/gpu/early/result ]]\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = bash(checkout, "scripts/gpu/run_queue.sh", "200", "q.queue", env={"OUT": str(out)})
+    assert result.returncode == 0, result.stderr
+    assert (checkout / "runs/gpu/after.done").exists() and (checkout / "runs/gpu/early.done").exists()
+    with tarfile.open(out / "early.tgz") as archive:
+        assert "early/result" in archive.getnames()
 
 
 def test_unpack_goes_on_past_a_cmd_job_that_wrote_no_records(checkout, tmp_path):

@@ -136,6 +136,7 @@ def prepare(request: RunRequest) -> tuple[dict[str, Any], list[Cell], Any]:
         if sub not in known:
             raise UsageError(f"unknown subtask {sub!r} of task {request.task!r}; valid: {', '.join(known)}")
     cfg["task"]["subtasks"] = list(subtasks)
+    task.check_options(cfg["task"], list(subtasks))  # before anything is written
     cfg["run"] = {"models": model_names, "data_dir": str(request.data_dir) if request.data_dir else None}
     variants = {name: model_variant(cfg["models"][name], spec.default_options) for name, spec in specs.items()}
     if any(variants.values()):  # kept in config.yaml, so a resumed run labels its records the same

@@ -38,8 +38,12 @@ for archive in "$from"/*.tgz; do
   for extra in "$name.log" "$name.done"; do
     [[ -f "$scratch/$name/$extra" ]] && cp "$scratch/$name/$extra" runs/gpu/
   done
-  if [[ -f "$from/$name.state.tgz" ]]; then  # cut-off cells' training states: resumed next call
+  # Cut-off cells' training states (inside the archive; a separate NAME.state.tgz from older
+  # calls): the next call resumes those cells from them.
+  if [[ -f "$from/$name.state.tgz" ]]; then
     tar xzf "$from/$name.state.tgz" -C "$dest"
+  fi
+  if [[ -f "$from/$name.state.tgz" ]] || [[ -n "$(find "$scratch/$name" -path '*/state/*' -type f 2>/dev/null | head -1)" ]]; then
     echo "$name: training states of cut-off cells restored"
   fi
   records=$(lines "$dest/$name/records.jsonl")

@@ -14,7 +14,12 @@ from typing import Any
 
 from bimix_bench.errors import UsageError
 from bimix_bench.task import Chance, SubtaskInfo, Task, TaskData, register_task
-from bimix_bench.tasks.lra.loaders import LOADERS, find_listops_release, load_listops
+from bimix_bench.tasks.lra.loaders import (
+    LOADERS,
+    check_pathfinder_options,
+    find_listops_release,
+    load_listops,
+)
 
 __all__ = ["LongRangeArena", "find_listops_release", "load_listops"]
 
@@ -56,6 +61,11 @@ class LongRangeArena(Task):
                           "majority class of generated ListOps test splits (seeds 0-2; not recorded)")
         return Chance("accuracy", 1.0 / N_CLASSES[subtask],
                       f"uniform guess over {N_CLASSES[subtask]} classes")
+
+    def check_options(self, cfg: dict[str, Any], subtasks: list[str]) -> None:
+        for subtask in subtasks:
+            if subtask in ("pathfinder", "pathx"):
+                check_pathfinder_options(subtask, cfg[subtask])
 
     def load(self, subtask: str, cfg: dict[str, Any], seed: int, data_dir: Path | None) -> TaskData:
         if subtask not in LOADERS:

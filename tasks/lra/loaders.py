@@ -88,12 +88,24 @@ def pathfinder_config(cfg: dict[str, Any]) -> PathfinderConfig:
         raise UsageError(f"pathfinder settings: {err}") from None
 
 
+def pathfinder_source(subtask: str, cfg: dict[str, Any]) -> str:
+    """task.<subtask>.source, checked: auto, generated or release."""
+    source = str(cfg["source"])
+    if source not in ("auto", "generated", "release"):
+        raise UsageError(f"task.{subtask}.source must be auto, generated or release, got {source!r}")
+    return source
+
+
+def check_pathfinder_options(subtask: str, cfg: dict[str, Any]) -> None:
+    """What _load_pathfinder refuses, without generating anything."""
+    pathfinder_config(cfg)
+    pathfinder_source(subtask, cfg)
+
+
 def _load_pathfinder(subtask: str, lra_size: int, cfg: dict[str, Any], seed: int,
                      data_dir: Path | None) -> TaskData:
     gen = pathfinder_config(cfg)
-    size, difficulty, source = gen.image_size, str(cfg["difficulty"]), str(cfg["source"])
-    if source not in ("auto", "generated", "release"):
-        raise UsageError(f"task.{subtask}.source must be auto, generated or release, got {source!r}")
+    size, difficulty, source = gen.image_size, str(cfg["difficulty"]), pathfinder_source(subtask, cfg)
     folder = None if source == "generated" else find_pathfinder_release(data_dir, size, difficulty)
     if folder is not None:
         entries = release_splits(read_metadata(folder), _limit(cfg["n_train"]))

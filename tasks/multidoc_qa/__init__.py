@@ -184,5 +184,8 @@ class MultiDocQA(Task):
             return None
         return Chance("exact_match", 0.0, "a generated answer is not matched without reading")
 
+    def check_options(self, cfg: dict[str, Any], subtasks: list[str]) -> None:
+        _train_targets(cfg)
+
     def load(self, subtask: str, cfg: dict[str, Any], seed: int, data_dir: Path | None) -> TaskData:
         return load_multidoc(subtask, cfg, seed, data_dir)
