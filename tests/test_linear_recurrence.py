@@ -261,6 +261,16 @@ def test_fla_matches_recurrent(kind):
     _fla_vs_reference(kind, torch.float32, "recurrent", T=100, with_grad=True, tol=5e-3)
 
 
+def test_fla_is_never_picked_for_heads_narrower_than_its_tiles():
+    # Decided before fla is imported or the device touched, so it holds without a GPU.
+    cuda = torch.device("cuda")
+    name, reason = resolve_backend("auto", decay_kind="none", device=cuda, needs_grad=False,
+                                   head_dims=(8, 32))
+    assert name == "chunked" and "at least 16" in reason and "8 and 32" in reason
+    with pytest.raises(SkipCell, match="at least 16"):
+        resolve_backend("fla", decay_kind="none", device=cuda, needs_grad=False, head_dims=(32, 8))
+
+
 @gpu
 @needs_fla
 def test_auto_picks_fla_on_cuda_where_safe():

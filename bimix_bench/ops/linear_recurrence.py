@@ -63,8 +63,15 @@ def needs_grad(*tensors: torch.Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+# fla's chunked kernels multiply key and value tiles with tl.dot, which needs at least 16 along
+# each side: with GLA's 8-wide keys (width 32, two heads) they faulted with "misaligned address"
+# on an H100, and the fault poisons the CUDA context for everything after it.
+FLA_MIN_HEAD_DIM = 16
+
+
 def resolve_backend(
-    requested: str, *, decay_kind: str, device: torch.device, needs_grad: bool
+    requested: str, *, decay_kind: str, device: torch.device, needs_grad: bool,
+    head_dims: tuple[int, int] | None = None,  # (K, V) per head, when known
 ) -> tuple[str, str]:
     """(backend, reason) for one call. A forced backend that cannot run here raises SkipCell
     with the reason; "auto" falls back to "chunked" and says why."""
@@ -72,7 +79,7 @@ def resolve_backend(
         raise UsageError(f"unknown linear-recurrence backend {requested!r}; valid: {BACKENDS}")
     if requested in ("chunked", "recurrent"):
         return requested, f"{requested} requested"
-    problem = _fla_problem(decay_kind, torch.device(device), needs_grad)
+    problem = _fla_problem(decay_kind, torch.device(device), needs_grad, head_dims)
     if requested == "fla":
         if problem:
             raise SkipCell(f"backend 'fla' unavailable: {problem}")
@@ -82,9 +89,13 @@ def resolve_backend(
     return "fla", f"{load_fla()[1]} on CUDA"
 
 
-def _fla_problem(kind: str, device: torch.device, grad: bool) -> str | None:
+def _fla_problem(kind: str, device: torch.device, grad: bool,
+                 head_dims: tuple[int, int] | None = None) -> str | None:
     if device.type != "cuda":
         return f"fla needs a CUDA device (tensors on {device.type})"
+    if head_dims is not None and min(head_dims) < FLA_MIN_HEAD_DIM:
+        return (f"fla's kernels need key and value widths of at least {FLA_MIN_HEAD_DIM} per "
+                f"head; these are {head_dims[0]} and {head_dims[1]}")
     fla, reason = load_fla()
     if fla is None:
         return reason
@@ -117,7 +128,8 @@ def gated_linear_attention(
     if initial_state is not None and initial_state.shape != (B, H, K, v.shape[-1]):
         raise ValueError(f"initial_state {tuple(initial_state.shape)} != {(B, H, K, v.shape[-1])}")
     grad = needs_grad(q, k, v, log_decay, initial_state)
-    name, _ = resolve_backend(backend, decay_kind=kind, device=q.device, needs_grad=grad)
+    name, _ = resolve_backend(backend, decay_kind=kind, device=q.device, needs_grad=grad,
+                              head_dims=(K, v.shape[-1]))
     if name == "fla":
         return fla_gated_linear_attention(
             q, k, v, log_decay, kind, scale, initial_state, output_final_state

@@ -169,7 +169,9 @@ class RecurrentMixer(TokenMixer):
         grad = torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in self.parameters())
         )
-        name, reason = resolve_backend(requested, decay_kind=kind, device=x.device, needs_grad=grad)
+        _, K, V = self.state_shape()
+        name, reason = resolve_backend(requested, decay_kind=kind, device=x.device, needs_grad=grad,
+                                       head_dims=(K, V))
         self.backend, self.backend_reason = name, "; ".join(skipped + [reason])
         return name
 
