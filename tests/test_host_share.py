@@ -192,3 +192,32 @@ def test_a_wait_reported_only_after_the_call_is_placed_by_the_error_mode(monkeyp
 
     monkeypatch.setattr(host_share, "_site_of_error", lambda fn: None)  # no wait the second time
     assert sync_sites(call, torch.device("cuda")) == (host_share.DEFERRED,)
+
+
+def test_a_warning_raised_as_the_harness_enters_the_warn_mode_is_not_charged_to_the_call(monkeypatch):
+    """A sync warning that surfaces while the harness switches to "warn" (before the call runs)
+    is placed by the "error" mode's second call: a call that then runs without a wait has none."""
+    import warnings
+
+    import bimix_bench.speed.host_share as host_share
+
+    mode = {"now": 0}
+
+    def set_mode(new) -> None:
+        new = {"default": 0, "warn": 1, "error": 2}.get(new, new)
+        if mode["now"] == 0 and new == 1:  # the stray warning surfaces on entering "warn"
+            warnings.warn("called a synchronizing CUDA operation")
+        mode["now"] = new
+
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", set_mode)
+    monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: mode["now"])
+    monkeypatch.setattr(host_share, "synchronize", lambda device: None)
+    assert sync_sites(lambda: None, torch.device("cuda")) == ()
+    assert mode["now"] == 0
+
+    def waiting_call() -> None:  # waits where the "error" mode can see it
+        if mode["now"] == 2:
+            raise RuntimeError("called a synchronizing CUDA operation")
+
+    (site,) = sync_sites(waiting_call, torch.device("cuda"))
+    assert site.startswith("tests/test_host_share.py:") and site.endswith("(found in error mode)")
