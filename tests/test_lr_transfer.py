@@ -105,8 +105,19 @@ def test_later_seeds_train_at_the_earlier_choice_and_say_where_it_came_from(tmp_
     assert rec["learning_rate"]["role"] == "chosen" and rec["learning_rate"]["chosen_in"] == str(grid)
     assert set(rec["learning_rate"]["chosen_from"]) == {"0.001", "0.01"}
 
+    # Resumed, the run keeps the rate it was configured with (config.yaml), whatever the
+    # earlier folder holds by then.
+    (grid / "records.jsonl").rename(tmp_path / "grid_records.jsonl")
+    (later / "records.jsonl").write_text("")
+    done = subprocess.run(cli("run", "--resume", str(later)), capture_output=True, text=True, env=ENV)
+    assert done.returncode == 0, done.stderr
+    (again,) = read_records(later)
+    assert again["learning_rate"] == rec["learning_rate"]
+    assert again["metrics"]["test"] == rec["metrics"]["test"]
+
     # Another step count is another protocol: one line, exit 2, and no run folder left behind.
     other = tmp_path / "other"
+    (tmp_path / "grid_records.jsonl").rename(grid / "records.jsonl")
     refused = subprocess.run(cli("run", *ARGS, "--seeds", "1", "--set", "train.steps=6",
                                  "--lr-from", str(grid), "--out", str(other)),
                              capture_output=True, text=True, env=ENV)
