@@ -30,19 +30,19 @@ def transferred_rates(folder: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     subtask and model of `cfg` (a resolved run config), read from the grids in `folder` (a run
     folder, or a folder of run folders). Raises UsageError with the first reason it cannot."""
     from bimix_bench.results.lr_selection import chosen_rates, grid_results, lr_role
-    from bimix_bench.results.records import read_records, run_folders
+    from bimix_bench.results.records import model_label, run_folders, run_records
 
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"--lr-from {folder}: no such folder")
-    records = [r for path in run_folders(folder) if (path / "records.jsonl").is_file()
-               for r in read_records(path)]
+    records = [r for path in run_folders(folder) for r in run_records(path)]
     family, budget = cfg["task"]["family"], cfg["budget"]["name"]
     variants = cfg["run"].get("variants") or {}
     rates: dict[str, Any] = {}
     for subtask in cfg["task"]["subtasks"]:
         for model in cfg["run"]["models"]:
-            what = f"{model}{_variant_label(variants.get(model))} on {family}/{subtask} ({budget})"
+            label = model_label({"model": model, "variant": variants.get(model)})
+            what = f"{label} on {family}/{subtask} ({budget})"
             grid = [r for r in records if lr_role(r) == "grid" and r["task"] == family
                     and r["subtask"] == subtask and r["budget"] == budget and r["model"] == model
                     and r.get("variant") == variants.get(model)]
@@ -68,10 +68,6 @@ def transferred_rates(folder: Path, cfg: dict[str, Any]) -> dict[str, Any]:
             rates[rate_key(subtask, model)] = {"lr": lr, "grid": planned, "seed": seed,
                                                "chosen_from": grid_results(grid, key)}
     return {"folder": str(folder), "rates": rates}
-
-
-def _variant_label(variant: str | None) -> str:
-    return f"[{variant}]" if variant else ""
 
 
 def _same_protocol(earlier: dict[str, Any], cfg: dict[str, Any], model: str, folder: Path,
