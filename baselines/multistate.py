@@ -14,8 +14,10 @@ is this project's (docs/multistate.md says what was chosen and why).
 Offsets: pattern "pow2" (1, 2, 4, ...) or "sqrt" (1, 2, 5, 10, ...: j^2 + 1), every offset
 below the training context (so J is about log2 T or sqrt T). Backends: "parallel" (the exact
 structured-operator form at once, cubic in T), "chunked" (the same exactly, chunk by chunk,
-linear in T), "reference" (the recurrence token by token); "auto" = chunked (ops/multistate.py
-gives each path's cost). Decoding keeps the states of the last o_max positions in a ring.
+linear in T), "reference" (the recurrence token by token); "auto" = whichever exact form a
+work estimate, weighted by a per-device measurement, says is cheaper at each forward's context
+(the chunked form on devices where the two were not timed; ops/multistate.py gives each path's
+cost). Decoding keeps the states of the last o_max positions in a ring.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from bimix_bench.models.mixer import MixerConfig, TokenMixer, register_model
 from bimix_bench.ops.group_rmsnorm import GroupRMSNorm
 from bimix_bench.ops.multistate import (
     PATTERNS,
+    choose_exact_form,
     multistate_chunked,
     multistate_parallel,
     multistate_recurrent,
@@ -42,13 +45,11 @@ from bimix_bench.ops.multistate import (
 from bimix_bench.ops.recurrent_mixer import INIT_STD, half_width_keys
 from bimix_bench.ops.short_conv import ShortCausalConv
 
-BACKENDS = {"auto": multistate_chunked, "chunked": multistate_chunked,
-            "parallel": multistate_parallel, "reference": multistate_recurrent}
-_LABELS = {multistate_chunked: "torch-chunked", multistate_parallel: "torch-structured-operator",
-           multistate_recurrent: "torch-reference"}
-_REASONS = {"auto": "backend=auto: the exact chunked form (plain torch; no fused kernel exists)",
-            "chunked": "backend=chunked requested", "parallel": "backend=parallel requested",
-            "reference": "backend=reference requested"}
+FORMS = {"chunked": multistate_chunked, "parallel": multistate_parallel,
+         "reference": multistate_recurrent}
+BACKENDS = ("auto", *FORMS)
+_LABELS = {"chunked": "torch-chunked", "parallel": "torch-structured-operator",
+           "reference": "torch-reference"}
 
 
 @dataclass
@@ -77,11 +78,12 @@ class MultistateAttention(TokenMixer):
         if pattern not in PATTERNS:
             raise UsageError(f"models.multistate.pattern={pattern!r}; valid: {', '.join(PATTERNS)}")
         self.chunk_size = int(opts.get("chunk_size", 64))
-        self.path = BACKENDS[choice]
-        self.backend = _LABELS[self.path]
-        if self.path is multistate_chunked:
-            self.path = functools.partial(multistate_chunked, chunk=self.chunk_size)
-        self.backend_reason = _REASONS[choice]
+        self.requested_backend = choice
+        if choice == "auto":
+            self.backend = "unresolved"
+            self.backend_reason = "chosen at each forward, from the device and context"
+        else:
+            self.backend, self.backend_reason = _LABELS[choice], f"backend={choice} requested"
         self.offsets = pattern_offsets(pattern, cfg.max_seq_len)
         self.pattern = pattern
         self.temperature = float(opts.get("gate_temperature", 8.0))
@@ -119,9 +121,20 @@ class MultistateAttention(TokenMixer):
     def _finish(self, o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         return self.out(self.norm(o.flatten(-2), gate))  # (B, T, H, V) -> (B, T, D)
 
+    def _form(self, device: torch.device, T: int):
+        """The path to run for a forward at context T, recording its label and reason."""
+        form = self.requested_backend
+        if form == "auto":
+            form, self.backend_reason = choose_exact_form(
+                device.type, T, self.key_dim, self.value_dim, self.offsets, self.chunk_size)
+        self.backend = _LABELS[form]
+        if form == "chunked":
+            return functools.partial(multistate_chunked, chunk=self.chunk_size)
+        return FORMS[form]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
         q, k, v, beta, gate, _ = self._inputs(x, None)
-        o = self.path(q, k, v, beta, self.offsets, self.key_dim**-0.5)
+        o = self._form(x.device, x.shape[1])(q, k, v, beta, self.offsets, self.key_dim**-0.5)
         return self._finish(o, gate)
 
     # --- decoding ------------------------------------------------------------------------

@@ -5,13 +5,13 @@ the largest offset's size."""
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
 
 from bimix_bench.models.mixer import MixerConfig
 from bimix_bench.ops.multistate import (
+    choose_exact_form,
+    exact_form_work,
     multistate_chunked,
     multistate_parallel,
     multistate_recurrent,
@@ -23,9 +23,11 @@ from bimix_bench.registry import MODELS
 from tests.mixer_contract import assert_causal, assert_decode_matches_forward, assert_same_outputs_and_grads
 
 
-def make_mixer(pattern: str = "pow2", backend: str = "auto", context: int = 40, d: int = 32):
+def make_mixer(pattern: str = "pow2", backend: str = "auto", context: int = 40, d: int = 32,
+               chunk_size: int = 64):
     spec = MODELS.get("multistate").obj
-    options = {**spec.default_options, "pattern": pattern, "backend": backend}
+    options = {**spec.default_options, "pattern": pattern, "backend": backend,
+               "chunk_size": chunk_size}
     torch.manual_seed(0)
     return spec.mixer_cls(MixerConfig(d, 2, layer_idx=0, n_layers=2, max_seq_len=context, options=options))
 
@@ -137,11 +139,32 @@ def test_decode_matches_forward_across_offsets(pattern, n_prompt):
     assert state.ring.shape[1] == max(mixer.offsets)  # memory: the largest offset's states
 
 
-@pytest.mark.parametrize("backend", ["chunked", "parallel"])
+@pytest.mark.parametrize("backend", ["chunked", "parallel", "auto"])
 def test_every_backend_equals_the_reference_through_the_whole_mixer(backend):
     x = torch.randn(2, 40, 32, dtype=torch.float64)
-    fast, slow = make_mixer(backend=backend).double(), make_mixer(backend="reference").double()
-    fast.path = functools.partial(multistate_chunked, chunk=16) if backend == "chunked" else fast.path
+    fast = make_mixer(backend=backend, chunk_size=16).double()
+    slow = make_mixer(backend="reference").double()
     slow.load_state_dict(fast.state_dict())
     assert_same_outputs_and_grads(slow, fast, [x], atol=1e-9, rtol=1e-8)
-    assert make_mixer(backend="auto").backend == "torch-chunked"
+
+
+def test_auto_runs_the_cheaper_exact_form_where_it_was_measured():
+    # Work estimates by hand: context 512, K 32, V 64, pow2 (9 offsets below 512), chunks of 64:
+    # structured operator 512 (512/3 + 192) = 185,685; chunked 2,048 (64 + 9) = 149,504.
+    offsets = pattern_offsets("pow2", 512)
+    assert exact_form_work(512, 32, 64, offsets, 64) == pytest.approx(
+        {"parallel": 512 * (512 / 3 + 192), "chunked": 2048 * 73})
+    assert choose_exact_form("cpu", 512, 32, 64, offsets, 64)[0] == "parallel"  # < 16 x 149,504
+    # tiny's heads (K 6, V 12) at 1,024 tokens: 1,024 (341.3 + 36) = 386,389 > 16 x 72 (64 + 10)
+    assert choose_exact_form("cpu", 1024, 6, 12, pattern_offsets("pow2", 1024), 64)[0] == "chunked"
+    form, why = choose_exact_form("cuda", 64, 32, 64, pattern_offsets("pow2", 64), 64)
+    assert form == "chunked" and "not timed" in why  # no measurement on that device type
+
+
+def test_the_record_names_the_form_that_auto_ran():
+    mixer = make_mixer(backend="auto", context=1024)  # K 8, V 16; 10 pow2 offsets below 1,024
+    assert mixer.backend == "unresolved"
+    mixer(torch.randn(1, 40, 32))  # 40 (13.3 + 48) = 2,453 < 16 x 128 (40 + 6) = 94,208
+    assert mixer.backend == "torch-structured-operator" and "context 40" in mixer.backend_reason
+    mixer(torch.randn(1, 1024, 32))  # 1,024 (341.3 + 48) = 398,677 > 16 x 128 (64 + 10) = 151,552
+    assert mixer.backend == "torch-chunked" and "context 1024" in mixer.backend_reason

@@ -22,6 +22,8 @@ Paths (shapes: q, k (B, T, H, K); v (B, T, H, V); beta (B, T, H, J) -> o (B, T, 
                         head, exact, and differentiable through torch.linalg.solve_triangular.
                         Cubic in T: the whole structured operator at once, kept as a check of
                         the chunked form and for short sequences.
+  choose_exact_form     what backend=auto runs: the cheaper of the two exact forms by a work
+                        estimate weighted by a per-device measurement (chunked where unmeasured)
   multistate_step       one decode token: the states of the last max-offset positions live in a
                         ring buffer (memory o_max H K V per row: a literal 2^j pattern needs
                         states back to its largest offset, so decode memory grows with the
@@ -129,6 +131,35 @@ def multistate_recurrent(q, k, v, beta, offsets: list[int], scale: float) -> tor
         states.append(s)
         outputs.append(scale * torch.einsum("bhk,bhkv->bhv", q[:, t], s))
     return torch.stack(outputs, dim=1).to(v.dtype)  # (B, T, H, V)
+
+
+# How much the chunked form's work costs per unit of the structured operator's, per device
+# type, measured (docs/multistate.md: training steps of both forms on 2 CPU cores at contexts
+# 64-2,048 and two state sizes). A device type without a measurement keeps the chunked form.
+CHUNKED_WORK_WEIGHT = {"cpu": 16.0}
+
+
+def exact_form_work(T: int, K: int, V: int, offsets: list[int], chunk: int) -> dict[str, float]:
+    """Estimated work per row, head and token of the two exact forms at context T:
+    structured operator T (T / 3 + 2 (K + V)) (the solve and the masked products), chunked
+    K V (C + J) (the chunk's product and the states read at the J offsets below T)."""
+    reach = sum(1 for o in offsets if o < T)
+    return {"parallel": T * (T / 3 + 2 * (K + V)), "chunked": K * V * (min(chunk, T) + reach)}
+
+
+def choose_exact_form(device_type: str, T: int, K: int, V: int, offsets: list[int],
+                      chunk: int) -> tuple[str, str]:
+    """("parallel" | "chunked", why): the structured operator where the measured weight says it
+    is cheaper on this device type, else the chunked form."""
+    weight = CHUNKED_WORK_WEIGHT.get(device_type)
+    if weight is None:
+        return "chunked", (f"backend=auto on {device_type}: the chunked form (the two exact forms "
+                           "were not timed against each other on this device type)")
+    work = exact_form_work(T, K, V, offsets, chunk)
+    pick = "parallel" if work["parallel"] < weight * work["chunked"] else "chunked"
+    return pick, (f"backend=auto on {device_type} at context {T}: the "
+                  f"{'structured operator' if pick == 'parallel' else 'chunked form'} (estimated "
+                  f"work {work['parallel']:.0f} against {weight:g} x {work['chunked']:.0f})")
 
 
 def ring_size(offsets: list[int]) -> int:
