@@ -239,3 +239,19 @@ def test_summary_files_are_readable_by_others(tmp_path: Path):
     paths = write_tables(tmp_path, [_cls("transformer", 0, 0.5)])
     for path in (paths["markdown"], paths["csv"]):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_progress_shows_no_loss_before_the_first_read():
+    import math
+    from types import SimpleNamespace
+
+    from bimix_bench.cli.ui import RichReporter
+    from bimix_bench.engine.trainer import StepInfo
+
+    reporter = RichReporter()
+    reporter.current = reporter.progress.add_task("cell", total=None, status="")
+    cell = SimpleNamespace(subtask="s", seed=0, model="m")
+    reporter.step(cell, StepInfo(3, 600, math.nan, 1e-3, 0.0))  # before the first loss read
+    assert reporter.progress.tasks[0].fields["status"] == "loss -"
+    reporter.step(cell, StepInfo(50, 600, 1.23456, 1e-3, 0.0))
+    assert reporter.progress.tasks[0].fields["status"] == "loss 1.235"

@@ -66,7 +66,8 @@ class RichReporter:
         self.current = self.progress.add_task(f"{cell.model:>12} {cell.subtask}", total=None, status="")
 
     def step(self, cell: Cell, info: StepInfo) -> None:
-        status = f"loss {info.loss:.3f}"
+        # The loss is read from the device at log intervals only; before the first read it is NaN.
+        status = "loss -" if info.loss != info.loss else f"loss {info.loss:.3f}"
         if info.tokens_per_s:
             status += f"  {info.tokens_per_s:,.0f} tok/s"
         if info.val:
