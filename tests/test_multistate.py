@@ -168,3 +168,18 @@ def test_the_record_names_the_form_that_auto_ran():
     assert mixer.backend == "torch-structured-operator" and "context 40" in mixer.backend_reason
     mixer(torch.randn(1, 1024, 32))  # 1,024 (341.3 + 48) = 398,677 > 16 x 128 (64 + 10) = 151,552
     assert mixer.backend == "torch-chunked" and "context 1024" in mixer.backend_reason
+
+
+@pytest.mark.parametrize("pattern", ["pow2", "sqrt"])
+def test_both_exact_forms_keep_float32_accuracy_near_the_weight_bound(pattern):
+    # The cpu budget's long-code shape (512 tokens, K 32, V 64) with the total weight at 0.99,
+    # close to its bound of 1: both forms in float32 against the operator in float64.
+    offsets = pattern_offsets(pattern, 512)
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(2, 512, 1, 32, generator=g) for _ in range(2))
+    v = torch.randn(2, 512, 1, 64, generator=g)
+    beta = 0.99 * torch.rand(2, 512, 1, len(offsets), generator=g).softmax(-1)
+    exact = multistate_parallel(*(t.double() for t in (q, k, v, beta)), offsets, 32**-0.5)
+    for form in (multistate_parallel, multistate_chunked):
+        error = (form(q, k, v, beta, offsets, 32**-0.5).double() - exact).abs().max()
+        assert error < 1e-5 * exact.abs().max()

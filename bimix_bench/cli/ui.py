@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +68,7 @@ class RichReporter:
 
     def step(self, cell: Cell, info: StepInfo) -> None:
         # The loss is read from the device at log intervals only; before the first read it is NaN.
-        status = "loss -" if info.loss != info.loss else f"loss {info.loss:.3f}"
+        status = "loss -" if math.isnan(info.loss) else f"loss {info.loss:.3f}"
         if info.tokens_per_s:
             status += f"  {info.tokens_per_s:,.0f} tok/s"
         if info.val:
