@@ -123,3 +123,16 @@ def test_later_seeds_train_at_the_earlier_choice_and_say_where_it_came_from(tmp_
                              capture_output=True, text=True, env=ENV)
     assert refused.returncode == 2 and "train.steps=4" in refused.stderr
     assert not other.exists()
+
+
+def test_a_subtask_protocol_is_compared_for_its_own_subtask_only(tmp_path):
+    """A grid run before another subtask got its own protocol still gives its rate; a grid
+    whose own subtask trained under another protocol does not."""
+    write_grid(tmp_path / "gla", "gla", GRID)  # no subtask protocol at all
+    other_subtask = run_config()
+    other_subtask["task"]["subtask_protocol"] = {"pathfinder": {"steps": 400}}
+    assert transferred_rates(tmp_path / "gla", other_subtask)["rates"]["listops/gla"]["lr"] == 3e-3
+    same_subtask = run_config()
+    same_subtask["task"]["subtask_protocol"] = {"listops": {"steps": 400}}
+    with pytest.raises(UsageError, match="train.steps=100, this run has 400"):
+        transferred_rates(tmp_path / "gla", same_subtask)

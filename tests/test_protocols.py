@@ -4,6 +4,7 @@ logits at the scored positions only, and a budget that runs no subtask of a fami
 
 from __future__ import annotations
 
+import copy
 import math
 import subprocess
 import sys
@@ -224,3 +225,41 @@ def test_records_carry_the_metrics_at_longer_lengths(tmp_path):
                           "--budget", "tiny", "--set", "eval.length_factors=[1]"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "length_factors" in bad.stderr
+
+
+SUBTASK_PROTOCOL = {"T128_kv8": {"steps": 11, "protocol": "the longer setting's cap"}}
+
+
+def test_a_subtask_protocol_applies_to_that_subtasks_cells_alone():
+    from bimix_bench.config import subtask_train
+    from bimix_bench.engine.cells import Cell, cell_config
+
+    cfg = resolve({"subtasks": ["T64_kv4", "T128_kv8"], "protocol": dict(PROTOCOL),
+                   "subtask_protocol": copy.deepcopy(SUBTASK_PROTOCOL)})
+    cfg["run"] = {"models": ["transformer"]}
+    assert subtask_train(cfg, "T64_kv4")["steps"] == 7
+    long_cfg, _ = cell_config(cfg, Cell("T128_kv8", 0, "transformer", "grid", 1e-3), [])
+    short_cfg, _ = cell_config(cfg, Cell("T64_kv4", 0, "transformer", "grid", 1e-3), [])
+    assert long_cfg["train"]["steps"] == 11 and long_cfg["train"]["protocol"] == "the longer setting's cap"
+    assert short_cfg["train"]["steps"] == 7 and long_cfg["train"]["lr"] == 1e-3
+    assert long_cfg["train"]["early_stop_at"] == 0.9  # the family's protocol under it
+
+
+def test_a_train_key_given_with_set_wins_over_a_subtask_protocol():
+    from bimix_bench.config import subtask_train
+
+    cfg = resolve({"subtasks": ["T128_kv8"], "subtask_protocol": copy.deepcopy(SUBTASK_PROTOCOL)},
+                  ["train.steps=3"])
+    assert subtask_train(cfg, "T128_kv8")["steps"] == 3
+    assert subtask_train(cfg, "T128_kv8")["protocol"] == "the longer setting's cap"
+
+
+@pytest.mark.parametrize("subtask_protocol, message", [
+    ({"T128_kv8": {"lr_grid": [1e-3]}}, "may set only train keys other than lr, lr_grid"),
+    ({"T128_kv8": {"non_embedding": 5}}, "sets non_embedding"),
+    ({"T128_kv8": 4000}, "must map each subtask to a mapping of train keys"),
+    ({"T128_kv8": {"steps": 0}}, "protocol of subtask T128_kv8.*steps must be a positive number"),
+])
+def test_a_bad_subtask_protocol_is_refused_in_one_line(subtask_protocol, message):
+    with pytest.raises(UsageError, match=message):
+        resolve({"subtasks": ["T128_kv8"], "subtask_protocol": subtask_protocol})

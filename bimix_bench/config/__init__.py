@@ -7,7 +7,11 @@ The resolved config is one nested dict, saved with every run and hashed into eve
 A task family may set its own training protocol for a budget (a `protocol:` mapping in its
 defaults): its keys replace the budget's `train` keys of the same name (steps or epochs, batch,
 warm-up, learning-rate grid, early stopping, the protocol's name and source), for every model
-of the task alike. Parameters and depth stay the budget's. --set applies after both.
+of the task alike. Parameters and depth stay the budget's. A family may also give one subtask
+its own steps, batch or stopping rule (`subtask_protocol: {SUBTASK: {train keys}}`, kept in the
+task section and applied per cell by `subtask_train`), never its own learning rates: a grid is
+chosen, and compared across models, within one protocol per subtask. --set applies after all
+of these: a train key given on the command line wins over a subtask's protocol too.
 Overrides address any leaf with a dotted key (`train.steps=100`,
 `models.bimix.tv_lambda=0.1`); the value is parsed as YAML and must keep the leaf's type;
 unknown keys are rejected with the list of valid ones. The budget sections are read through
@@ -98,6 +102,37 @@ def apply_protocol(cfg: dict[str, Any]) -> None:
         raise UsageError(f"task {cfg['task']['family']}: protocol sets unknown train key(s) "
                          f"{', '.join(unknown)}; valid: {', '.join(cfg['train'])}")
     cfg["train"] = deep_merge(cfg["train"], protocol)
+    per_subtask = cfg["task"].get("subtask_protocol") or {}
+    if not isinstance(per_subtask, dict) or not all(isinstance(v, dict) for v in per_subtask.values()):
+        raise UsageError(f"task {cfg['task']['family']}: subtask_protocol must map each subtask "
+                         "to a mapping of train keys")
+    for subtask, keys in per_subtask.items():
+        unknown = sorted(set(keys) - (set(cfg["train"]) - SHARED_TRAIN_KEYS))
+        if unknown:
+            raise UsageError(f"task {cfg['task']['family']}: subtask_protocol of {subtask} sets "
+                             f"{', '.join(unknown)}; it may set only train keys other than "
+                             f"{', '.join(sorted(SHARED_TRAIN_KEYS))}")
+
+
+# Train keys that one subtask may not set for itself: the learning rates every subtask's grid
+# shares (the selection must stay one protocol per task and budget).
+SHARED_TRAIN_KEYS = frozenset({"lr", "lr_grid"})
+
+
+def subtask_train(cfg: dict[str, Any], subtask: str) -> dict[str, Any]:
+    """The train section a cell of `subtask` trains with: the run's, with the subtask's own
+    protocol keys (task.subtask_protocol) over it."""
+    keys = ((cfg.get("task") or {}).get("subtask_protocol") or {}).get(subtask) or {}
+    return {**cfg["train"], **keys}
+
+
+def _command_line_wins(cfg: dict[str, Any], overrides: list[str]) -> None:
+    """A train key given with --set drops out of every subtask's protocol, in place."""
+    given = {item.split("=", 1)[0].strip().removeprefix("train.") for item in overrides
+             if item.strip().startswith("train.")}
+    for keys in (cfg["task"].get("subtask_protocol") or {}).values():
+        for key in given & set(keys):
+            del keys[key]
 
 
 def resolve_config(
@@ -117,7 +152,11 @@ def resolve_config(
     apply_protocol(cfg)
     for item in overrides:
         apply_override(cfg, item)
+    _command_line_wins(cfg, list(overrides))
     _check_budget_types(cfg, "the resolved config (budget, task protocol and --set)")
+    for subtask in cfg["task"].get("subtask_protocol") or {}:
+        check_sections({**cfg, "train": subtask_train(cfg, subtask)},
+                       f"the protocol of subtask {subtask}")
     check_task_sizes(cfg["task"])
     return cfg
 

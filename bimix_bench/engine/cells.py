@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bimix_bench.config import subtask_train
 from bimix_bench.config.sections import train_config
 from bimix_bench.engine.checkpoint import grid_tag
 from bimix_bench.engine.lr_transfer import rate_key
@@ -93,5 +94,5 @@ def cell_config(cfg: dict[str, Any], cell: Cell, records: list[dict[str, Any]]
                            f"{cfg['seeds'][0]}, so there is no chosen rate to train seed {cell.seed} at")
         key, lr = found[0]
         entry.update(lr=lr, chosen_from=grid_results(records, key))
-    cell_cfg = {**cfg, "train": {**cfg["train"], "lr": lr}}
+    cell_cfg = {**cfg, "train": {**subtask_train(cfg, cell.subtask), "lr": lr}}
     return cell_cfg, entry

@@ -13,11 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bimix_bench.config import subtask_train
 from bimix_bench.errors import UsageError
 
 # Config sections that must be equal for two runs' cells to be one protocol; the rate itself
 # (train.lr, train.lr_grid) and the run's own selection (subtasks, models, seeds) may differ.
-_UNCOMPARED = {"train": {"lr", "lr_grid"}, "task": {"subtasks"}}
+# A subtask's own protocol (task.subtask_protocol) is compared as part of its train section.
+_UNCOMPARED = {"train": {"lr", "lr_grid"}, "task": {"subtasks", "subtask_protocol"}}
 _COMPARED_SECTIONS = ("train", "task", "eval", "params", "arch", "budget")
 
 
@@ -60,7 +62,7 @@ def transferred_rates(folder: Path, cfg: dict[str, Any]) -> dict[str, Any]:
             if not chosen:
                 raise UsageError(f"--lr-from {folder}: no rate of the grid of {what} finished ok")
             (key, lr), = chosen.items()
-            _same_protocol(grid[0]["config"], cfg, model, folder, what)
+            _same_protocol(grid[0]["config"], cfg, model, subtask, folder, what)
             seed = grid[0]["seed"]
             if seed in cfg["seeds"]:
                 raise UsageError(f"--lr-from {folder}: seed {seed} of {what} was trained by that "
@@ -70,17 +72,20 @@ def transferred_rates(folder: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     return {"folder": str(folder), "rates": rates}
 
 
-def _same_protocol(earlier: dict[str, Any], cfg: dict[str, Any], model: str, folder: Path,
-                   what: str) -> None:
-    """UsageError naming the first config key in which the grid's run differs from this one."""
+def _same_protocol(earlier: dict[str, Any], cfg: dict[str, Any], model: str, subtask: str,
+                   folder: Path, what: str) -> None:
+    """UsageError naming the first config key in which the grid's run differs from this one
+    (the train section as the subtask's cells train: config.subtask_train)."""
     if (earlier.get("models") or {}).get(model) != cfg["models"][model]:
         raise UsageError(f"--lr-from {folder}: the grid of {what} ran with the model options "
                          f"{(earlier.get('models') or {}).get(model)}, this run has "
                          f"{cfg['models'][model]}")
+    as_trained = {"train": lambda c: subtask_train(c, subtask)}
     for section in _COMPARED_SECTIONS:
         skip = _UNCOMPARED.get(section, set())
-        a = {k: v for k, v in (earlier.get(section) or {}).items() if k not in skip}
-        b = {k: v for k, v in (cfg.get(section) or {}).items() if k not in skip}
+        read = as_trained.get(section, lambda c: c.get(section) or {})
+        a = {k: v for k, v in read(earlier).items() if k not in skip}
+        b = {k: v for k, v in read(cfg).items() if k not in skip}
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
                 raise UsageError(f"--lr-from {folder}: the grid of {what} ran with "

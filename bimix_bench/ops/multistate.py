@@ -135,8 +135,12 @@ def multistate_recurrent(q, k, v, beta, offsets: list[int], scale: float) -> tor
 
 # How much the chunked form's work costs per unit of the structured operator's, per device
 # type, measured (docs/multistate.md: training steps of both forms on 2 CPU cores at contexts
-# 64-2,048 and two state sizes). A device type without a measurement keeps the chunked form.
-CHUNKED_WORK_WEIGHT = {"cpu": 16.0}
+# 64-2,048 and two state sizes; on one H100 at 64-2,048 and the `small` budget's 1K-4K). On
+# CUDA the forms' times do not follow the work (the chunked form's T / C sequential chunks
+# are bound by kernel launches): 16 there picks the operator at every length measured, right
+# at 512-2,048 and where the chunked form ran out of memory, 1.15x slower at 64 tokens. A
+# device type without a measurement keeps the chunked form.
+CHUNKED_WORK_WEIGHT = {"cpu": 16.0, "cuda": 16.0}
 
 
 def exact_form_work(T: int, K: int, V: int, offsets: list[int], chunk: int) -> dict[str, float]:
