@@ -66,6 +66,24 @@ def test_list_shows_models_tasks_and_budgets():
         assert name in result.output
 
 
+def test_list_protocols_shows_what_each_family_trains_per_budget():
+    from rich.console import Console
+
+    from bimix_bench.cli.list_cmd import protocols_table
+    from bimix_bench.registry import TASKS
+
+    console = Console(width=400, record=True)
+    console.print(protocols_table(TASKS, ["cpu", "small"]))
+    rows = {tuple(cell.strip() for cell in line.split("│")[1:3]): line
+            for line in console.export_text().splitlines() if "│" in line}
+    mqar_cpu = rows[("mqar", "cpu")]
+    assert "T64_kv4, T128_kv8" in mqar_cpu and "2,000 (T128_kv8: 4,000)" in mqar_cpu
+    assert "0.00046, 0.0022, 0.01" in mqar_cpu and "Zoology" in mqar_cpu
+    assert "256 sequences" in rows[("mqar", "small")]
+    assert "parity, mod_add " in rows[("state_tracking", "cpu")]  # S5 off by default there
+    assert "parity, mod_add, s5" in rows[("state_tracking", "small")]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

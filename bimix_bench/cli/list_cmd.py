@@ -1,4 +1,5 @@
-"""`bimix-bench list`: what can be run — models, tasks with their subtasks, budgets."""
+"""`bimix-bench list`: what can be run — models, tasks with their subtasks, budgets, and the
+training protocol each task family runs at each budget."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import typer
 from bimix_bench.cli.application import app
 from bimix_bench.errors import UsageError
 
-SECTIONS = ("models", "tasks", "budgets")
+SECTIONS = ("models", "tasks", "budgets", "protocols")
 
 
 @app.command("list")
 def list_(
-    what: str = typer.Argument("all", help="What to list: models, tasks, budgets or all."),
+    what: str = typer.Argument("all", help="What to list: models, tasks, budgets, protocols or all."),
 ) -> None:
-    """List registered models, task families (with subtasks) and budgets."""
+    """List registered models, task families (with subtasks), budgets, and each family's
+    training protocol per budget (default subtasks, steps, batch, learning-rate grid, early
+    stopping)."""
     if what != "all" and what not in SECTIONS:
         raise UsageError(f"unknown section {what!r}; valid: all, {', '.join(SECTIONS)}")
     # Imported here, not at module level, so `bimix-bench --help` stays fast; the registries
@@ -58,6 +61,36 @@ def list_(
             table.add_row(name, f"{params_config(b).non_embedding:,}", str(arch_config(b).n_layers),
                           str(train.steps), f"{train.batch_tokens:,}", b.get("description", ""))
         console.print(table)
+    if what in ("all", "protocols"):
+        console.print(protocols_table(TASKS, budget_names()))
     errors = {**MODELS.load_errors, **TASKS.load_errors}  # empty unless a registry was loaded
     for name, message in errors.items():
         console.print(f"[yellow]not loaded: {name}: {message}[/yellow]")
+
+
+def protocols_table(tasks, budgets):
+    """One row per task family and budget: what `run --task T --budget B` trains by default.
+    A subtask with its own protocol shows its steps beside the family's."""
+    from rich.table import Table
+
+    from bimix_bench.config import resolve_config, subtask_train
+    from bimix_bench.config.sections import train_config
+
+    table = Table(title="training protocol per task and budget")
+    for col in ("task", "budget", "default subtasks", "steps", "batch", "lr grid", "early stop",
+                "protocol"):
+        table.add_column(col, overflow="fold")
+    for entry in tasks:
+        for budget in budgets:
+            cfg = resolve_config(budget, entry.name, entry.obj.defaults(budget), {}, [])
+            train = train_config(cfg)
+            steps = f"{train.epochs} epochs" if train.epochs else f"{train.steps:,}"
+            for sub in cfg["task"].get("subtask_protocol") or {}:
+                own = train_config({**cfg, "train": subtask_train(cfg, sub)})
+                steps += f" ({sub}: {own.steps:,})"
+            batch = (f"{train.batch_sequences} sequences" if train.batch_sequences
+                     else f"{train.batch_tokens:,} tokens")
+            table.add_row(entry.name, budget, ", ".join(cfg["task"]["subtasks"]) or "none", steps,
+                          batch, ", ".join(f"{r:g}" for r in train.rates()),
+                          f"{train.early_stop_at:g}" if train.early_stop_at else "-", train.protocol)
+    return table
