@@ -74,12 +74,16 @@ def test_list_protocols_shows_what_each_family_trains_per_budget():
 
     console = Console(width=400, record=True)
     console.print(protocols_table(TASKS, ["cpu", "small"]))
+    lines = console.export_text().splitlines()
     rows = {tuple(cell.strip() for cell in line.split("│")[1:3]): line
-            for line in console.export_text().splitlines() if "│" in line}
+            for line in lines if "│" in line}
     mqar_cpu = rows[("mqar", "cpu")]
-    assert "T64_kv4, T128_kv8" in mqar_cpu and "2,000 (T128_kv8: 4,000)" in mqar_cpu
-    assert "0.00046, 0.0022, 0.01" in mqar_cpu and "Zoology" in mqar_cpu
-    assert "256 sequences" in rows[("mqar", "small")]
+    assert "T64_kv4, T128_kv8" in mqar_cpu and "2,000 steps (T128_kv8: 4,000)" in mqar_cpu
+    assert "lr 0.00046, 0.0022, 0.01" in mqar_cpu and "early stop at 0.99" in mqar_cpu
+    assert any(line.startswith("mqar at cpu: Zoology MQAR") for line in lines)
+    assert any(line.startswith("mqar at cpu, T128_kv8: Zoology MQAR") and "4,000 steps" in line
+               for line in lines)
+    assert "256 sequences a step" in rows[("mqar", "small")]
     assert "parity, mod_add " in rows[("state_tracking", "cpu")]  # S5 off by default there
     assert "parity, mod_add, s5" in rows[("state_tracking", "small")]
 

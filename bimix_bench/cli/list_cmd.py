@@ -69,28 +69,41 @@ def list_(
 
 
 def protocols_table(tasks, budgets):
-    """One row per task family and budget: what `run --task T --budget B` trains by default.
-    A subtask with its own protocol shows its steps beside the family's."""
+    """One row per task family and budget: what `run --task T --budget B` trains by default
+    (a subtask with its own protocol shows its steps beside the family's), then the name and
+    source of each protocol that is not the budget's default, one line each: narrow enough to
+    read at 80 columns."""
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     from bimix_bench.config import resolve_config, subtask_train
-    from bimix_bench.config.sections import train_config
+    from bimix_bench.config.sections import BUDGET_PROTOCOL, train_config
 
     table = Table(title="training protocol per task and budget")
-    for col in ("task", "budget", "default subtasks", "steps", "batch", "lr grid", "early stop",
-                "protocol"):
-        table.add_column(col, overflow="fold")
+    table.add_column("task", no_wrap=True)
+    table.add_column("budget", no_wrap=True)
+    table.add_column("default subtasks", ratio=1)
+    table.add_column("training", ratio=2)
+    names = []
     for entry in tasks:
         for budget in budgets:
             cfg = resolve_config(budget, entry.name, entry.obj.defaults(budget), {}, [])
             train = train_config(cfg)
-            steps = f"{train.epochs} epochs" if train.epochs else f"{train.steps:,}"
-            for sub in cfg["task"].get("subtask_protocol") or {}:
-                own = train_config({**cfg, "train": subtask_train(cfg, sub)})
-                steps += f" ({sub}: {own.steps:,})"
+            steps = f"{train.epochs} epochs" if train.epochs else f"{train.steps:,} steps"
+            own = {sub: train_config({**cfg, "train": subtask_train(cfg, sub)})
+                   for sub in cfg["task"].get("subtask_protocol") or {}}
+            if own:
+                steps += " (" + ", ".join(f"{sub}: {t.steps:,}" for sub, t in own.items()) + ")"
             batch = (f"{train.batch_sequences} sequences" if train.batch_sequences
                      else f"{train.batch_tokens:,} tokens")
-            table.add_row(entry.name, budget, ", ".join(cfg["task"]["subtasks"]) or "none", steps,
-                          batch, ", ".join(f"{r:g}" for r in train.rates()),
-                          f"{train.early_stop_at:g}" if train.early_stop_at else "-", train.protocol)
-    return table
+            parts = [steps, f"{batch} a step", "lr " + ", ".join(f"{r:g}" for r in train.rates())]
+            if train.early_stop_at:
+                parts.append(f"early stop at {train.early_stop_at:g}")
+            table.add_row(entry.name, budget, ", ".join(cfg["task"]["subtasks"]) or "none",
+                          "; ".join(parts))
+            if train.protocol != BUDGET_PROTOCOL:
+                names.append(f"{entry.name} at {budget}: {train.protocol}")
+            names += [f"{entry.name} at {budget}, {sub}: {t.protocol}"
+                      for sub, t in own.items() if t.protocol != train.protocol]
+    return Group(table, Text("\n".join(names)))

@@ -93,7 +93,8 @@ def _check_budget_types(data: dict[str, Any], where: Any) -> None:
 
 
 def apply_protocol(cfg: dict[str, Any]) -> None:
-    """Move the task family's `protocol` (if any) into cfg["train"], in place."""
+    """Move the task family's `protocol` (if any) into cfg["train"], in place, and check the
+    keys of its per-subtask protocols (task.subtask_protocol, which stays in the task section)."""
     protocol = cfg["task"].pop("protocol", None) or {}
     if not isinstance(protocol, dict):
         raise UsageError(f"task {cfg['task']['family']}: protocol must be a mapping of train keys")
@@ -128,8 +129,8 @@ def subtask_train(cfg: dict[str, Any], subtask: str) -> dict[str, Any]:
 
 def _command_line_wins(cfg: dict[str, Any], overrides: list[str]) -> None:
     """A train key given with --set drops out of every subtask's protocol, in place."""
-    given = {item.split("=", 1)[0].strip().removeprefix("train.") for item in overrides
-             if item.strip().startswith("train.")}
+    given = {key.removeprefix("train.") for key in map(override_key, overrides)
+             if key.startswith("train.")}
     for keys in (cfg["task"].get("subtask_protocol") or {}).values():
         for key in given & set(keys):
             del keys[key]
@@ -196,12 +197,16 @@ def leaf_keys(cfg: dict[str, Any], prefix: str = "") -> list[str]:
     return keys
 
 
-def apply_override(cfg: dict[str, Any], item: str) -> None:
-    """Apply one `dotted.key=value` in place; the value keeps the type of the existing leaf."""
+def override_key(item: str) -> str:
+    """The dotted key of one `--set key=value`."""
     if "=" not in item:
         raise UsageError(f"--set expects key=value, got {item!r}")
-    key, text = item.split("=", 1)
-    key = key.strip()
+    return item.split("=", 1)[0].strip()
+
+
+def apply_override(cfg: dict[str, Any], item: str) -> None:
+    """Apply one `dotted.key=value` in place; the value keeps the type of the existing leaf."""
+    key, text = override_key(item), item.split("=", 1)[1]
     parts = key.split(".")
     node = cfg
     for i, part in enumerate(parts):

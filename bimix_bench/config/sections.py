@@ -131,6 +131,10 @@ class _SectionView:
         return cls(**values)
 
 
+# The protocol name of a run whose task family sets no protocol of its own for the budget.
+BUDGET_PROTOCOL = "budget default"
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig(_SectionView):
     """How every model of a run is trained: the same steps, batch, optimizer and schedule."""
@@ -154,7 +158,7 @@ class TrainConfig(_SectionView):
     lr_grid: tuple[float, ...] = _key(_rate_grid, ())  # rates tried on the first seed; (): just lr
     epochs: int = _key(_int_at_least(0), 0)  # > 0: passes over the training set instead of steps
     early_stop_at: float = _key(_float_at_least_zero, 0.0)  # > 0: stop once validation reaches it
-    protocol: str = _key(_text, "budget default")  # the training protocol's name and source
+    protocol: str = _key(_text, BUDGET_PROTOCOL)  # the training protocol's name and source
 
     def rates(self) -> list[float]:
         """The learning rates a run tries: the grid, or the one rate `lr`."""

@@ -80,12 +80,13 @@ def _same_protocol(earlier: dict[str, Any], cfg: dict[str, Any], model: str, sub
         raise UsageError(f"--lr-from {folder}: the grid of {what} ran with the model options "
                          f"{(earlier.get('models') or {}).get(model)}, this run has "
                          f"{cfg['models'][model]}")
-    as_trained = {"train": lambda c: subtask_train(c, subtask)}
+    def read(c: dict[str, Any], section: str) -> dict[str, Any]:
+        return subtask_train(c, subtask) if section == "train" else c.get(section) or {}
+
     for section in _COMPARED_SECTIONS:
         skip = _UNCOMPARED.get(section, set())
-        read = as_trained.get(section, lambda c: c.get(section) or {})
-        a = {k: v for k, v in read(earlier).items() if k not in skip}
-        b = {k: v for k, v in read(cfg).items() if k not in skip}
+        a = {k: v for k, v in read(earlier, section).items() if k not in skip}
+        b = {k: v for k, v in read(cfg, section).items() if k not in skip}
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
                 raise UsageError(f"--lr-from {folder}: the grid of {what} ran with "
