@@ -192,6 +192,28 @@ def test_runs_under_different_step_caps_are_different_cells():
     assert protocols_apart([*alike, uncapped]) == [*alike, uncapped]
 
 
+def test_runs_under_different_batches_are_different_cells():
+    """Sequences per step are part of the protocol too: a run with a smaller batch is neither
+    more seeds nor a rival grid cell of the budget's own, and a cap that differs as well is
+    named beside it."""
+    from bimix_bench.results.records import protocols_apart
+
+    def trained(seed: int, acc: float, sequences: int, cap: int = 2000) -> dict:
+        rec = _rec("transformer", seed, acc)
+        rec["protocol"] = {**(rec.get("protocol") or {}), "planned_steps": cap}
+        rec["config"] = {**rec["config"], "train": {"batch_tokens": 32768,
+                                                    "batch_sequences": sequences}}
+        return rec
+
+    mixed = [trained(0, 0.99, 0), trained(1, 0.98, 0), trained(0, 0.3, 64)]
+    rows = {row["budget"]: row for _, row in comparison_frame(protocols_apart(mixed))[0].iterrows()}
+    assert set(rows) == {"tiny (32,768 tokens per step)", "tiny (64 sequences per step)"}
+    assert rows["tiny (32,768 tokens per step)"]["n_ok"] == 2
+    both = protocols_apart([trained(0, 0.99, 0), trained(0, 0.3, 64, cap=4000)])
+    assert [r["budget"] for r in both] == ["tiny (2,000-step cap, 32,768 tokens per step)",
+                                           "tiny (4,000-step cap, 64 sequences per step)"]
+
+
 def test_the_same_seed_from_two_folders_counts_once():
     """Comparing a run folder with a copy of itself must not double n or narrow the interval."""
     once = [_rec("transformer", s, acc) for s, acc in ((0, 0.5), (1, 0.7))]

@@ -16,6 +16,7 @@ from bimix_bench.ops.fla_linear_recurrence import (
     per_token_backward_problem,
 )
 from bimix_bench.ops.linear_recurrence import (
+    FLA_CHANNEL_MIN_LENGTH,
     decay_kind,
     gated_linear_attention,
     recurrent_step,
@@ -269,6 +270,24 @@ def test_fla_is_never_picked_for_heads_narrower_than_its_tiles():
     assert name == "chunked" and "at least 16" in reason and "8 and 32" in reason
     with pytest.raises(SkipCell, match="at least 16"):
         resolve_backend("fla", decay_kind="none", device=cuda, needs_grad=False, head_dims=(32, 8))
+
+
+def test_fla_per_channel_kernel_is_never_picked_below_the_length_that_faulted():
+    # GLA's per-channel decay at 24 tokens faulted inside fla on an H100 (docs/perf.md); auto
+    # takes the chunked form there, a forced fla is refused, and the other decay kinds and
+    # longer calls are left to the remaining checks.
+    cuda = torch.device("cuda")
+    short = FLA_CHANNEL_MIN_LENGTH - 1
+    name, reason = resolve_backend("auto", decay_kind="channel", device=cuda, needs_grad=False,
+                                   head_dims=(32, 64), length=short)
+    assert name == "chunked" and f"this call has {short}" in reason
+    with pytest.raises(SkipCell, match="per-channel kernel faulted"):
+        resolve_backend("fla", decay_kind="channel", device=cuda, needs_grad=False,
+                        head_dims=(32, 64), length=24)
+    for kind, length in (("none", 24), ("channel", FLA_CHANNEL_MIN_LENGTH)):
+        _, reason = resolve_backend("auto", decay_kind=kind, device=cuda, needs_grad=False,
+                                    head_dims=(32, 64), length=length)
+        assert "faulted below" not in reason
 
 
 @gpu

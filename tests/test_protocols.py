@@ -251,7 +251,21 @@ def test_a_train_key_given_with_set_wins_over_a_subtask_protocol():
     cfg = resolve({"subtasks": ["T128_kv8"], "subtask_protocol": copy.deepcopy(SUBTASK_PROTOCOL)},
                   ["train.steps=3"])
     assert subtask_train(cfg, "T128_kv8")["steps"] == 3
-    assert subtask_train(cfg, "T128_kv8")["protocol"] == "the longer setting's cap"
+    assert subtask_train(cfg, "T128_kv8")["protocol"] == (
+        "the longer setting's cap; changed by --set: train.steps=3")
+
+
+def test_a_protocol_changed_with_set_says_so_in_its_name():
+    """The record names the protocol a cell trained under: a --set of a protocol key is added
+    to the name (the learning rates, recorded apart, and a name given with --set are not)."""
+    cfg = resolve({"protocol": dict(PROTOCOL)},
+                  ["train.batch_sequences=64", "train.lr=0.01", "train.steps=40"])
+    assert cfg["train"]["protocol"] == ("a test protocol (source: here); changed by --set: "
+                                        "train.batch_sequences=64, train.steps=40")
+    assert resolve({"protocol": dict(PROTOCOL)}, ["train.lr_grid=[]", "train.lr=0.01"])[
+        "train"]["protocol"] == "a test protocol (source: here)"
+    named = resolve({"protocol": dict(PROTOCOL)}, ["train.steps=40", "train.protocol=mine"])
+    assert named["train"]["protocol"] == "mine"
 
 
 @pytest.mark.parametrize("subtask_protocol, message", [

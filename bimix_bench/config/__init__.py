@@ -136,6 +136,30 @@ def _command_line_wins(cfg: dict[str, Any], overrides: list[str]) -> None:
             del keys[key]
 
 
+# Train keys that a --set may change without the protocol's name saying so: the learning
+# rates (every record names its own under `learning_rate`), the name itself, and how batches
+# are built (the same batches either way).
+UNNAMED_TRAIN_KEYS = frozenset({"lr", "lr_grid", "protocol", "data_workers"})
+
+
+def _name_the_changes(cfg: dict[str, Any], overrides: list[str]) -> None:
+    """Where --set changes a train key of the protocol, its name (and each subtask protocol's)
+    says so, in place: the record then names the protocol a cell really trained under, not the
+    one the task family wrote down."""
+    keys = [override_key(item) for item in overrides]
+    if "train.protocol" in keys:
+        return  # the user named the protocol
+    changed = [item.strip() for item, key in zip(overrides, keys)
+               if key.startswith("train.") and key.removeprefix("train.") not in UNNAMED_TRAIN_KEYS]
+    if not changed:
+        return
+    suffix = f"; changed by --set: {', '.join(changed)}"
+    cfg["train"]["protocol"] = f"{cfg['train']['protocol']}{suffix}"
+    for keys_of_subtask in (cfg["task"].get("subtask_protocol") or {}).values():
+        if "protocol" in keys_of_subtask:
+            keys_of_subtask["protocol"] = f"{keys_of_subtask['protocol']}{suffix}"
+
+
 def resolve_config(
     budget: str,
     task_family: str,
@@ -154,6 +178,7 @@ def resolve_config(
     for item in overrides:
         apply_override(cfg, item)
     _command_line_wins(cfg, list(overrides))
+    _name_the_changes(cfg, list(overrides))
     _check_budget_types(cfg, "the resolved config (budget, task protocol and --set)")
     for subtask in cfg["task"].get("subtask_protocol") or {}:
         check_sections({**cfg, "train": subtask_train(cfg, subtask)},

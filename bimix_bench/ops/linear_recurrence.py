@@ -68,10 +68,18 @@ def needs_grad(*tensors: torch.Tensor | None) -> bool:
 # on an H100, and the fault poisons the CUDA context for everything after it.
 FLA_MIN_HEAD_DIM = 16
 
+# fla's per-channel (GLA) chunk kernel, chunk_gla_fwd_kernel_o, faulted with "misaligned
+# address" on an H100 in a plain parallel forward of 24 tokens (keys 32, values 64, float32; a
+# fresh process, nothing before it) and ran at 64 tokens (docs/perf.md). Shorter sequences take
+# the plain-torch chunked form, which computes the same recurrence; the other decay kinds ran
+# fla at 24 tokens.
+FLA_CHANNEL_MIN_LENGTH = 64
+
 
 def resolve_backend(
     requested: str, *, decay_kind: str, device: torch.device, needs_grad: bool,
     head_dims: tuple[int, int] | None = None,  # (K, V) per head, when known
+    length: int | None = None,  # tokens in the call (T), when known
 ) -> tuple[str, str]:
     """(backend, reason) for one call. A forced backend that cannot run here raises SkipCell
     with the reason; "auto" falls back to "chunked" and says why."""
@@ -79,7 +87,7 @@ def resolve_backend(
         raise UsageError(f"unknown linear-recurrence backend {requested!r}; valid: {BACKENDS}")
     if requested in ("chunked", "recurrent"):
         return requested, f"{requested} requested"
-    problem = _fla_problem(decay_kind, torch.device(device), needs_grad, head_dims)
+    problem = _fla_problem(decay_kind, torch.device(device), needs_grad, head_dims, length)
     if requested == "fla":
         if problem:
             raise SkipCell(f"backend 'fla' unavailable: {problem}")
@@ -90,12 +98,15 @@ def resolve_backend(
 
 
 def _fla_problem(kind: str, device: torch.device, grad: bool,
-                 head_dims: tuple[int, int] | None = None) -> str | None:
+                 head_dims: tuple[int, int] | None = None, length: int | None = None) -> str | None:
     if device.type != "cuda":
         return f"fla needs a CUDA device (tensors on {device.type})"
     if head_dims is not None and min(head_dims) < FLA_MIN_HEAD_DIM:
         return (f"fla's kernels need key and value widths of at least {FLA_MIN_HEAD_DIM} per "
                 f"head; these are {head_dims[0]} and {head_dims[1]}")
+    if kind == "channel" and length is not None and length < FLA_CHANNEL_MIN_LENGTH:
+        return (f"fla's per-channel kernel faulted below {FLA_CHANNEL_MIN_LENGTH} tokens on an "
+                f"H100; this call has {length}")
     fla, reason = load_fla()
     if fla is None:
         return reason
@@ -129,7 +140,7 @@ def gated_linear_attention(
         raise ValueError(f"initial_state {tuple(initial_state.shape)} != {(B, H, K, v.shape[-1])}")
     grad = needs_grad(q, k, v, log_decay, initial_state)
     name, _ = resolve_backend(backend, decay_kind=kind, device=q.device, needs_grad=grad,
-                              head_dims=(K, v.shape[-1]))
+                              head_dims=(K, v.shape[-1]), length=T)
     if name == "fla":
         return fla_gated_linear_attention(
             q, k, v, log_decay, kind, scale, initial_state, output_final_state

@@ -171,7 +171,7 @@ class RecurrentMixer(TokenMixer):
         )
         _, K, V = self.state_shape()
         name, reason = resolve_backend(requested, decay_kind=kind, device=x.device, needs_grad=grad,
-                                       head_dims=(K, V))
+                                       head_dims=(K, V), length=x.shape[1])
         self.backend, self.backend_reason = name, "; ".join(skipped + [reason])
         return name
 

@@ -235,21 +235,48 @@ def as_compared(records: list[dict]) -> list[dict]:
     return [{**rec, "model": model_label(rec)} if rec.get("variant") else rec for rec in records]
 
 
+def _step_cap(rec: dict) -> str | None:
+    cap = (rec.get("protocol") or {}).get("planned_steps")
+    return None if cap is None else f"{cap:,}-step cap"
+
+
+def _batch_per_step(rec: dict) -> str | None:
+    train = (rec.get("config") or {}).get("train") or {}
+    if train.get("batch_sequences"):  # a protocol that fixes sequences per step
+        return f"{train['batch_sequences']:,} sequences per step"
+    if train.get("batch_tokens"):
+        return f"{train['batch_tokens']:,} tokens per step"
+    return None
+
+
+# What makes two records of one (task, subtask, budget) different protocols, each read from the
+# record as the words its budget label gets where the records differ in it.
+PROTOCOL_TERMS = (_step_cap, _batch_per_step)
+
+
 def protocols_apart(records: list[dict]) -> list[dict]:
-    """Records of one (task, subtask, budget) trained under different step caps are different
-    cells: wherever the caps differ, each record's budget label names its cap ("cpu (1,000-step
-    cap)"), so that a learning-rate grid is chosen, and seeds are pooled, within one protocol."""
+    """Records of one (task, subtask, budget) trained under different step caps or batches are
+    different cells: wherever they differ, each record's budget label names its own ("cpu
+    (1,000-step cap)", "cpu (64 sequences per step)"), so that a learning-rate grid is chosen,
+    and seeds are pooled, within one protocol. A record that lacks a term (e.g. one that failed
+    before training) keeps its label."""
     def key(rec: dict) -> tuple[str, str, str]:
         return rec["task"], rec["subtask"], rec["budget"]
 
-    def cap(rec: dict) -> int | None:
-        return (rec.get("protocol") or {}).get("planned_steps")
+    differing: dict[tuple[str, str, str], list] = {}
+    for term in PROTOCOL_TERMS:
+        seen: dict[tuple[str, str, str], set] = {}
+        for rec in records:
+            seen.setdefault(key(rec), set()).update({term(rec)} - {None})
+        for group, values in seen.items():
+            if len(values) > 1:
+                differing.setdefault(group, []).append(term)
 
-    caps: dict[tuple[str, str, str], set] = {}
-    for rec in records:  # a record without a cap (e.g. failed before training) is no protocol
-        caps.setdefault(key(rec), set()).update({cap(rec)} - {None})
-    return [{**rec, "budget": f"{rec['budget']} ({cap(rec):,}-step cap)"}
-            if len(caps[key(rec)]) > 1 and cap(rec) is not None else rec for rec in records]
+    def labelled(rec: dict) -> dict:
+        words = [w for w in (term(rec) for term in differing.get(key(rec), ())) if w is not None]
+        return {**rec, "budget": f"{rec['budget']} ({', '.join(words)})"} if words else rec
+
+    return [labelled(rec) for rec in records]
 
 
 def cell_key(rec: dict) -> tuple[str, str, str, int]:
