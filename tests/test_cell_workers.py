@@ -21,6 +21,18 @@ def request(out: Path, **kw) -> RunRequest:
                       seeds=[0], overrides=list(SMALL), out_dir=out, device="cpu", **kw)
 
 
+def run_with_two_workers(out: Path, *options: str) -> subprocess.CompletedProcess:
+    """`bimix-bench run ... --gpus 0,0` on tiny ListOps in a subprocess, which must succeed."""
+    args = ["run", "--task", "lra", "--subtasks", "listops", "--budget", "tiny", "--device", "cpu",
+            "--gpus", "0,0", "--no-checkpoints", "--out", str(out), *options]
+    for item in SMALL:
+        args += ["--set", item]
+    done = subprocess.run([sys.executable, "-m", "bimix_bench", *args], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_parked_cells_are_measured_on_resume_and_keep_their_quality(tmp_path):
     out = tmp_path / "run"
     # A worker that parks every cell (shard 0 of 1) and stops: nothing recorded yet.
@@ -62,14 +74,7 @@ def test_a_cell_recorded_before_an_interruption_is_not_appended_twice(tmp_path):
 
 def test_gpus_option_runs_two_workers_then_times_each_cell(tmp_path):
     out = tmp_path / "run"
-    args = ["run", "--task", "lra", "--subtasks", "listops", "--budget", "tiny", "--device", "cpu",
-            "--models", "transformer,bimix", "--seeds", "0", "--gpus", "0,0", "--no-checkpoints",
-            "--out", str(out)]
-    for item in SMALL:
-        args += ["--set", item]
-    done = subprocess.run([sys.executable, "-m", "bimix_bench", *args], capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "200"})
-    assert done.returncode == 0, done.stderr
+    done = run_with_two_workers(out, "--models", "transformer,bimix", "--seeds", "0")
     records = read_records(out)
     assert sorted((r["model"], r["status"]) for r in records) == [("bimix", "ok"), ("transformer", "ok")]
     assert sorted(r["environment"]["cell_worker"] for r in records) == ["1 of 2", "2 of 2"]
@@ -130,3 +135,33 @@ def test_interrupting_the_launcher_stops_its_workers(tmp_path):
                            "train.steps=4"], capture_output=True, text=True)
     assert done.returncode == 2  # resume refuses new settings; the folder itself is intact
     assert (out / "config.yaml").exists()
+
+
+def test_a_later_seed_waits_for_its_grid_to_be_recorded():
+    from bimix_bench.engine.cells import Cell, ready_to_train
+
+    grid = [Cell("listops", 0, "transformer", "grid", lr) for lr in (1e-3, 1e-2)]
+    later = Cell("listops", 1, "transformer", "chosen")
+    other = Cell("listops", 1, "bimix", "chosen")  # its grid is all recorded
+    assert ready_to_train([*grid, later, other], set()) == [*grid, other]
+    assert ready_to_train([grid[1], later], {grid[0].key}) == [grid[1]]
+    assert ready_to_train([later], {g.key for g in grid}) == [later]
+
+
+def test_gpus_spreads_a_grid_then_trains_the_later_seeds_at_the_chosen_rate(tmp_path):
+    """The grid's rates train side by side (their parked files kept apart by rate); the later
+    seed waits for a second round and trains at the rate with the best validation score."""
+    from bimix_bench.results.lr_selection import chosen_rates
+
+    out = tmp_path / "run"
+    done = run_with_two_workers(out, "--models", "transformer", "--seeds", "0,1",
+                                "--set", "train.lr_grid=[0.0003,0.01]")
+    records = read_records(out)
+    roles = sorted((r["seed"], r["learning_rate"]["role"], r["learning_rate"]["lr"]) for r in records)
+    assert roles[:2] == [(0, "grid", 0.0003), (0, "grid", 0.01)] and len(roles) == 3
+    grid_workers = {r["environment"]["cell_worker"] for r in records if r["seed"] == 0}
+    assert grid_workers == {"1 of 2", "2 of 2"}  # the two rates trained side by side
+    (chosen,) = chosen_rates(records).values()
+    assert roles[2] == (1, "chosen", chosen)
+    assert "another round of workers" in done.stdout
+    assert not list((out / PENDING_DIR).iterdir())

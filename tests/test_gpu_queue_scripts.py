@@ -270,6 +270,30 @@ def test_models_in_turn_start_only_after_the_previous_one_ended(checkout, tmp_pa
                      else ["start", "start", "end", "end"])
 
 
+@pytest.mark.parametrize("workers, expected", [("1", ""), ("3", "--gpus 0,0,0")])
+def test_workers_spread_each_models_cells_over_processes_on_gpu_0(checkout, tmp_path, workers,
+                                                                   expected):
+    """WORKERS=N gives every model's run N cell workers on GPU 0, new or resumed."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python3").write_text('#!/usr/bin/env bash\necho "$*" >> "$EVENTS"\n')
+    (shim / "python3").chmod(0o755)
+    events = tmp_path / "events"
+    (checkout / "spread" / "b").mkdir(parents=True)
+    (checkout / "spread" / "b" / "config.yaml").write_text("{}\n")  # b resumes
+    result = bash(checkout, "scripts/gpu/run_models_side_by_side.sh", "spread", "a,b",
+                  "--task", "mqar", env={"WORKERS": workers, "EVENTS": str(events),
+                                         "PATH": f"{shim}:{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr
+    lines = events.read_text().splitlines()
+    assert len(lines) == 2
+    assert any(line.startswith("-m bimix_bench run --task mqar --models a --out spread/a")
+               for line in lines)
+    assert any(line.startswith("-m bimix_bench run --resume spread/b") for line in lines)
+    assert all(line.endswith(expected) for line in lines)
+    assert all(("--gpus" in line) == bool(expected) for line in lines)
+
+
 def test_a_side_job_trains_into_results_and_comes_back_there(checkout, tmp_path):
     """`side NAME MODELS OPTIONS` runs the models side by side in results/gpu/NAME, so a partial
     folder can be committed and the next call resumes it; unpacking puts it back there."""

@@ -119,10 +119,17 @@ def test_grid_runs_in_order_and_resume_repeats_nothing(tmp_path):
                           for d in (part, full)))
 
 
-def test_gpus_workers_refuse_a_grid(tmp_path):
-    done = subprocess.run(cli("run", *ARGS, "--out", str(tmp_path / "r"), "--shard", "0/2"),
-                          capture_output=True, text=True, env=ENV)
-    assert done.returncode == 2 and "learning-rate grid" in done.stderr
+def test_a_gpus_worker_takes_its_share_of_the_grid_and_no_later_seed(tmp_path):
+    """Worker 1 of 2 of the first round: every other grid cell (of four: two models, two
+    rates), parked for timing; the later seeds wait for a round after the grid is recorded."""
+    from bimix_bench.engine.pending import parked_records
+
+    out = tmp_path / "r"
+    done = subprocess.run(cli("run", *ARGS, "--out", str(out), "--shard", "0/2",
+                              "--defer-throughput"), capture_output=True, text=True, env=ENV)
+    assert done.returncode == 0, done.stderr
+    parked = sorted(cell_key(rec) for _, rec in parked_records(out))
+    assert parked == [(0, "linear_attn", "grid", 1e-3), (0, "transformer", "grid", 1e-3)]
 
 
 def test_an_unfinished_grid_is_said_to_be_so():

@@ -64,9 +64,11 @@ def run(
     ),
     gpus: str = typer.Option(
         None, "--gpus", help="Spread independent cells over worker processes, one per listed GPU "
-        "(0,1,2,3). Throughput is measured after training, one cell at a time, with the device to "
-        "itself. An index may repeat (0,0), but on one GPU cells side by side were slower than "
-        "one after another (docs/scaling.md).",
+        "(0,1,2,3). A learning-rate grid trains its rates side by side, then its later seeds at "
+        "the chosen rate in a second round. Throughput is measured after training, one cell at a "
+        "time, with the device to itself. An index may repeat (0,0): models too small to fill a "
+        "GPU (the cpu budget's) gain from it; at the small budget cells side by side were slower "
+        "than one after another (docs/scaling.md).",
     ),
     shard: str = typer.Option(None, "--shard", hidden=True, help="k/N: run every N-th cell (used by --gpus)."),
     defer_throughput: bool = typer.Option(
@@ -119,38 +121,57 @@ def _launch(request: RunRequest, nproc: int | None, gpus: str | None) -> Path:
     """Re-run this command in worker processes: torchrun ranks, or one worker per GPU."""
     import sys
 
-    from bimix_bench.engine.distributed import launch_cell_workers, launch_torchrun
+    from bimix_bench.engine.distributed import launch_torchrun
     from bimix_bench.engine.runner import default_run_dir, initialise_run
 
     if nproc is not None and gpus is not None:
         raise UsageError("use either --nproc (one data-parallel training) or --gpus (cells spread over GPUs)")
-    run_dir = request.resume or request.out_dir or default_run_dir(request.task, request.budget)
+    run_dir = Path(request.resume or request.out_dir or default_run_dir(request.task, request.budget))
     if nproc is not None:
         argv = sys.argv[1:]
         args = _strip_option(argv[argv.index("run"):] if "run" in argv else ["run", *argv], "--nproc")
         if request.resume is None and request.out_dir is None:
             args += ["--out", str(run_dir)]
-        code = launch_torchrun(args, nproc)
-    else:
-        gpu_ids = parse_seeds(gpus) or []
-        if not gpu_ids:
-            raise UsageError("--gpus expects comma-separated GPU indices, e.g. 0,1")
-        if request.resume is None:  # write the run's config once; every worker resumes it
-            request.out_dir = run_dir
-            initialise_run(request)
-        worker_args = ["run", "--resume", str(run_dir), "--device", request.device, "--defer-throughput"]
-        if not request.save_checkpoints:
-            worker_args.append("--no-checkpoints")
-        code = launch_cell_workers(worker_args, gpu_ids)
+        _check_workers(launch_torchrun(args, nproc), run_dir)
+        return run_dir
+    gpu_ids = parse_seeds(gpus) or []
+    if not gpu_ids:
+        raise UsageError("--gpus expects comma-separated GPU indices, e.g. 0,1")
+    if request.resume is None:  # write the run's config once; every worker resumes it
+        request.out_dir = run_dir
+        initialise_run(request)
+    worker_args = ["run", "--resume", str(run_dir), "--device", request.device, "--defer-throughput"]
+    if not request.save_checkpoints:
+        worker_args.append("--no-checkpoints")
+    return _cell_worker_rounds(run_dir, worker_args, gpu_ids, request)
+
+
+def _check_workers(code: int, run_dir: Path) -> None:
     if code != 0:
         raise UsageError(f"worker processes failed (exit status {code}); finished cells are in "
                          f"{run_dir} (`--resume` it)")
-    if gpus is not None:  # the workers parked their cells: time each alone, now the GPUs are free
-        from bimix_bench.engine.runner import complete_run
 
-        complete_run(Path(run_dir), request.device, request.save_checkpoints,
-                     reporter=_PrintNotes())
-    return Path(run_dir)
+
+def _cell_worker_rounds(run_dir: Path, worker_args: list[str], gpu_ids: list[int],
+                        request: RunRequest) -> Path:
+    """Rounds of `--gpus` workers: each round trains every cell that is ready (a learning-rate
+    grid's rates side by side; a later seed once its grid is recorded), then times the cells
+    the workers parked, one at a time, with the GPUs free. A grid's later seeds are ready in
+    the round after it."""
+    from bimix_bench.engine.distributed import launch_cell_workers
+    from bimix_bench.engine.runner import cells_ready_to_train, complete_run
+
+    # Cells parked by an interrupted earlier launch are timed and recorded first: a round's
+    # workers split the unrecorded cells among them.
+    complete_run(run_dir, request.device, request.save_checkpoints, reporter=_PrintNotes())
+    while True:
+        _check_workers(launch_cell_workers(worker_args, gpu_ids), run_dir)
+        complete_run(run_dir, request.device, request.save_checkpoints, reporter=_PrintNotes())
+        ready = cells_ready_to_train(run_dir)
+        if not ready:
+            return run_dir
+        console.print(f"{len(ready)} more cells ready (later seeds at their grid's chosen rate): "
+                      "another round of workers")
 
 
 class _PrintNotes:

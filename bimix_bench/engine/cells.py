@@ -59,6 +59,16 @@ def plan_cells(cfg: dict[str, Any]) -> list[Cell]:
     return cells
 
 
+def ready_to_train(cells: list[Cell], recorded: set[tuple[str, int, str, float | None]]
+                   ) -> list[Cell]:
+    """The cells that can train now, side by side with one another (`run --gpus`): all but a
+    later seed whose rate its model's grid has still to choose, because a rate of that grid
+    is not recorded yet. `recorded`: the Cell.key of every record in the run folder."""
+    open_grids = {(c.subtask, c.model) for c in cells if c.role == "grid" and c.key not in recorded}
+    return [c for c in cells
+            if not (c.role == "chosen" and c.lr is None and (c.subtask, c.model) in open_grids)]
+
+
 def lr_grid(cfg: dict[str, Any]) -> list[float]:
     """The run's learning-rate grid: train.lr_grid, or the one rate train.lr."""
     return train_config(cfg).rates()

@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from bimix_bench.engine.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from bimix_bench.engine.cells import record_cell_key
+from bimix_bench.engine.checkpoint import checkpoint_path, load_checkpoint, record_tag, save_checkpoint
 from bimix_bench.engine.throughput import record_throughput
 from bimix_bench.engine.trainer import batch_size_for
 from bimix_bench.errors import SkipCell
@@ -29,14 +30,17 @@ PENDING_DIR = "pending"
 MEASURED_ALONE = "; measured after training, with the device to itself"
 
 
-def _stem(run_dir: Path, family: str, subtask: str, model: str, seed: int) -> Path:
-    return Path(run_dir) / PENDING_DIR / f"{family}-{subtask}-{model}-seed{seed}"
+def _stem(run_dir: Path, family: str, subtask: str, model: str, seed: int, tag: str) -> Path:
+    """`tag` keeps apart the cells of one learning-rate grid ("-lr0.001"), which share the
+    subtask, model and seed."""
+    return Path(run_dir) / PENDING_DIR / f"{family}-{subtask}-{model}-seed{seed}{tag}"
 
 
 def park_weights(run_dir: Path, cfg: dict[str, Any], cell, options: dict[str, Any], arch,
                  state: dict[str, torch.Tensor]) -> None:
     """Keep the cell's best weights until its throughput is measured."""
-    path = _stem(run_dir, cfg["task"]["family"], cell.subtask, cell.model, cell.seed).with_suffix(".pt")
+    path = _stem(run_dir, cfg["task"]["family"], cell.subtask, cell.model, cell.seed,
+                 cell.tag).with_suffix(".pt")
     save_checkpoint(path, cell.model, options, arch, state,
                     {"task": cfg["task"]["family"], "subtask": cell.subtask, "seed": cell.seed})
 
@@ -45,7 +49,8 @@ def park_record(run_dir: Path, record: dict[str, Any]) -> None:
     """Write the record so far (status ok, speeds still null) next to the parked weights,
     atomically; it is checked against the record schema like every stored record."""
     validate_record(record)
-    path = _stem(run_dir, record["task"], record["subtask"], record["model"], record["seed"])
+    path = _stem(run_dir, record["task"], record["subtask"], record["model"], record["seed"],
+                 record_tag(record))
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record))
     os.replace(tmp, path.with_suffix(".json"))
@@ -55,18 +60,19 @@ def parked_records(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
     return [(p, json.loads(p.read_text())) for p in sorted((Path(run_dir) / PENDING_DIR).glob("*.json"))]
 
 
-def parked_cells(run_dir: Path) -> set[tuple[str, int, str]]:
-    return {(r["subtask"], r["seed"], r["model"]) for _, r in parked_records(run_dir)}
+def parked_cells(run_dir: Path) -> set[tuple[str, int, str, float | None]]:
+    """The Cell.key of every parked cell."""
+    return {record_cell_key(r) for _, r in parked_records(run_dir)}
 
 
 def complete_pending(run_dir: Path, cfg: dict[str, Any], task, device: torch.device,
                      data_dir: Path | None, save_checkpoints: bool, note=lambda message: None) -> int:
     """Measure every parked cell alone, append its record, drop its parked files; how many."""
     parked = parked_records(run_dir)
-    recorded = {(r["subtask"], r["seed"], r["model"]) for r in run_records(run_dir)}
+    recorded = {record_cell_key(r) for r in run_records(run_dir)}
     data_cache: dict[tuple[str, int], Any] = {}
     for json_path, record in parked:
-        key = (record["subtask"], record["seed"], record["model"])
+        key = record_cell_key(record)  # (subtask, seed, model, rate of a grid cell)
         weights = json_path.with_suffix(".pt")
         if key in recorded:  # appended before an interruption could remove the parked files
             json_path.unlink()
@@ -102,7 +108,8 @@ def complete_pending(run_dir: Path, cfg: dict[str, Any], task, device: torch.dev
             record.update(status="failed", reason=f"invalid record: {err}"[:2000])
             append_record(run_dir, record)
         if record["status"] == "ok" and save_checkpoints:
-            target = checkpoint_path(run_dir, record["task"], record["subtask"], record["model"], record["seed"])
+            target = checkpoint_path(run_dir, record["task"], record["subtask"], record["model"],
+                                     record["seed"], record_tag(record))
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(weights, target)
         else:

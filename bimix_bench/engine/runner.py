@@ -27,7 +27,14 @@ from bimix_bench.config.sections import (
     train_config,
 )
 from bimix_bench.engine import interrupts
-from bimix_bench.engine.cells import Cell, cell_config, lr_grid, plan_cells, record_cell_key
+from bimix_bench.engine.cells import (
+    Cell,
+    cell_config,
+    lr_grid,
+    plan_cells,
+    ready_to_train,
+    record_cell_key,
+)
 from bimix_bench.engine.checkpoint import checkpoint_path, save_checkpoint
 from bimix_bench.engine.device import autocast_factory, pick_device
 from bimix_bench.engine.distributed import DistContext, barrier, device_for, init_from_env, shutdown
@@ -162,25 +169,27 @@ def _execute(request: RunRequest, reporter: Reporter | None, dist: DistContext |
     cfg, cells, task = prepare(request)
     if dist is not None and batch_size_for_any(cfg, task) < dist.world_size:
         raise UsageError(f"the budget's batch has fewer sequences than --nproc {dist.world_size}")
-    if request.shard is not None:
-        k, n = request.shard
-        cells = cells[k::n]
-    if request.shard is not None and any(c.role == "grid" for c in cells):
-        raise UsageError("a learning-rate grid (train.lr_grid) needs its cells in order, in one "
-                         "process: run it without --gpus (--nproc works)")
+    planned, recorded = cells, set()
     if request.resume is not None:
         run_dir = Path(request.resume)
         data_dir = Path(cfg["run"]["data_dir"]) if cfg["run"].get("data_dir") else None
         request.data_dir = data_dir
-        done = {record_cell_key(r) for r in _all_records(run_dir)}
-        done |= {(sub, seed, model, None) for sub, seed, model in parked_cells(run_dir)}
-        skipped = [c for c in cells if c.key in done]
+        recorded = {record_cell_key(r) for r in _all_records(run_dir)}
+        done = recorded | parked_cells(run_dir)
+        kept = sum(c.key in done for c in cells)
         cells = [c for c in cells if c.key not in done]
-        reporter.note(f"resuming {run_dir}: {len(skipped)} finished cells kept, {len(cells)} to run")
+        reporter.note(f"resuming {run_dir}: {kept} finished cells kept, {len(cells)} to run")
     elif is_main:
         run_dir = initialise_run(request, cfg)
     else:
         run_dir = Path(request.out_dir)
+    if request.shard is not None:  # one of several `run --gpus` workers: every N-th ready cell
+        # Split what every worker of the round sees alike: the records do not change during a
+        # round (its workers park their cells; the launcher records them between rounds), the
+        # parked cells do, as workers finish.
+        k, n = request.shard
+        mine = ready_to_train([c for c in planned if c.key not in recorded], recorded)[k::n]
+        cells = [c for c in mine if c in cells]
     device = device_for(dist) if dist is not None else pick_device(request.device)
     # A resumed run keeps the id its first records carry, so that its cells (one learning-rate
     # grid among them) stay one run even if the folder was moved or renamed in between.
@@ -244,6 +253,15 @@ def complete_run(run_dir: Path, device_request: str, save_checkpoints: bool,
     note = reporter.note if reporter is not None else (lambda message: None)
     return complete_pending(Path(run_dir), cfg, task, pick_device(device_request), data_dir,
                             save_checkpoints, note)
+
+
+def cells_ready_to_train(run_dir: Path) -> list[Cell]:
+    """The unfinished cells of a run folder that can train now (engine.cells.ready_to_train):
+    what another round of `run --gpus` workers would take on."""
+    _, cells, _ = prepare(RunRequest(task="", resume=Path(run_dir)))
+    recorded = {record_cell_key(r) for r in _all_records(run_dir)}
+    done = recorded | parked_cells(Path(run_dir))
+    return ready_to_train([c for c in cells if c.key not in done], recorded)
 
 
 def initialise_run(request: RunRequest, cfg: dict[str, Any] | None = None) -> Path:
