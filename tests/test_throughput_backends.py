@@ -37,9 +37,9 @@ def test_backends_entry_names_both_paths_when_they_differ():
 def test_measured_figures_carry_the_backend_each_mode_ran(monkeypatch):
     real = recurrent_mixer.resolve_backend
 
-    def grad_dependent(requested, *, decay_kind, device, needs_grad, head_dims=None):
+    def grad_dependent(requested, *, decay_kind, device, needs_grad, head_dims=None, length=None):
         name, _ = real("chunked", decay_kind=decay_kind, device=device, needs_grad=needs_grad,
-                       head_dims=head_dims)
+                       head_dims=head_dims, length=length)
         return (name, "training path") if needs_grad else ("recurrent", "inference path")
 
     monkeypatch.setattr(recurrent_mixer, "resolve_backend", grad_dependent)
