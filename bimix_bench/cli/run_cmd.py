@@ -164,12 +164,17 @@ def _cell_worker_rounds(run_dir: Path, worker_args: list[str], gpu_ids: list[int
     # Cells parked by an interrupted earlier launch are timed and recorded first: a round's
     # workers split the unrecorded cells among them.
     complete_run(run_dir, request.device, request.save_checkpoints, reporter=_PrintNotes())
+    before: list = []
     while True:
         _check_workers(launch_cell_workers(worker_args, gpu_ids), run_dir)
         complete_run(run_dir, request.device, request.save_checkpoints, reporter=_PrintNotes())
         ready = cells_ready_to_train(run_dir)
         if not ready:
             return run_dir
+        if ready == before:  # a round that recorded none of its cells would repeat forever
+            raise UsageError(f"a round of workers left its cells unrecorded in {run_dir} "
+                             "(`--resume` it)")
+        before = ready
         console.print(f"{len(ready)} more cells ready (later seeds at their grid's chosen rate): "
                       "another round of workers")
 

@@ -174,8 +174,7 @@ def _execute(request: RunRequest, reporter: Reporter | None, dist: DistContext |
         run_dir = Path(request.resume)
         data_dir = Path(cfg["run"]["data_dir"]) if cfg["run"].get("data_dir") else None
         request.data_dir = data_dir
-        recorded = {record_cell_key(r) for r in _all_records(run_dir)}
-        done = recorded | parked_cells(run_dir)
+        recorded, done = _finished_cells(run_dir)
         kept = sum(c.key in done for c in cells)
         cells = [c for c in cells if c.key not in done]
         reporter.note(f"resuming {run_dir}: {kept} finished cells kept, {len(cells)} to run")
@@ -259,9 +258,15 @@ def cells_ready_to_train(run_dir: Path) -> list[Cell]:
     """The unfinished cells of a run folder that can train now (engine.cells.ready_to_train):
     what another round of `run --gpus` workers would take on."""
     _, cells, _ = prepare(RunRequest(task="", resume=Path(run_dir)))
-    recorded = {record_cell_key(r) for r in _all_records(run_dir)}
-    done = recorded | parked_cells(Path(run_dir))
+    recorded, done = _finished_cells(Path(run_dir))
     return ready_to_train([c for c in cells if c.key not in done], recorded)
+
+
+def _finished_cells(run_dir: Path) -> tuple[set[tuple], set[tuple]]:
+    """(recorded, done): the Cell.key of every cell with a record, and of every cell with a
+    record or parked for timing (`run --gpus`)."""
+    recorded = {record_cell_key(r) for r in _all_records(run_dir)}
+    return recorded, recorded | parked_cells(run_dir)
 
 
 def initialise_run(request: RunRequest, cfg: dict[str, Any] | None = None) -> Path:
