@@ -165,3 +165,17 @@ def test_gpus_spreads_a_grid_then_trains_the_later_seeds_at_the_chosen_rate(tmp_
     assert roles[2] == (1, "chosen", chosen)
     assert "another round of workers" in done.stdout
     assert not list((out / PENDING_DIR).iterdir())
+
+
+def test_every_rate_of_a_grid_parks_its_own_record(tmp_path):
+    """A rate's decimal point is not taken for a file suffix (which once filed 1e-4 ... 1e-2
+    all as "-lr0.json", so the cells of one grid overwrote one another's parked files)."""
+    from bimix_bench.engine.pending import park_record, parked_cells
+    from tests.test_lr_selection import grid_record
+
+    rates = [1e-4, 4.6e-4, 2.2e-3, 1e-2]
+    (tmp_path / PENDING_DIR).mkdir()
+    for lr in rates:
+        park_record(tmp_path, grid_record("transformer", lr, val_acc=0.5, test_acc=0.5))
+    assert sorted(key[-1] for key in parked_cells(tmp_path)) == rates
+    assert not list((tmp_path / PENDING_DIR).glob("*.tmp"))

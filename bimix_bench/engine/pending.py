@@ -30,17 +30,20 @@ PENDING_DIR = "pending"
 MEASURED_ALONE = "; measured after training, with the device to itself"
 
 
-def _stem(run_dir: Path, family: str, subtask: str, model: str, seed: int, tag: str) -> Path:
+def _parked_path(run_dir: Path, family: str, subtask: str, model: str, seed: int, tag: str,
+                 suffix: str) -> Path:
     """`tag` keeps apart the cells of one learning-rate grid ("-lr0.001"), which share the
-    subtask, model and seed."""
-    return Path(run_dir) / PENDING_DIR / f"{family}-{subtask}-{model}-seed{seed}{tag}"
+    subtask, model and seed. The suffix is appended, never swapped in with Path.with_suffix:
+    that would take a grid tag's decimal point for a suffix ("-lr0.001" and "-lr0.01" would
+    both become "-lr0.json")."""
+    return Path(run_dir) / PENDING_DIR / f"{family}-{subtask}-{model}-seed{seed}{tag}{suffix}"
 
 
 def park_weights(run_dir: Path, cfg: dict[str, Any], cell, options: dict[str, Any], arch,
                  state: dict[str, torch.Tensor]) -> None:
     """Keep the cell's best weights until its throughput is measured."""
-    path = _stem(run_dir, cfg["task"]["family"], cell.subtask, cell.model, cell.seed,
-                 cell.tag).with_suffix(".pt")
+    path = _parked_path(run_dir, cfg["task"]["family"], cell.subtask, cell.model, cell.seed,
+                        cell.tag, ".pt")
     save_checkpoint(path, cell.model, options, arch, state,
                     {"task": cfg["task"]["family"], "subtask": cell.subtask, "seed": cell.seed})
 
@@ -49,11 +52,11 @@ def park_record(run_dir: Path, record: dict[str, Any]) -> None:
     """Write the record so far (status ok, speeds still null) next to the parked weights,
     atomically; it is checked against the record schema like every stored record."""
     validate_record(record)
-    path = _stem(run_dir, record["task"], record["subtask"], record["model"], record["seed"],
-                 record_tag(record))
-    tmp = path.with_suffix(".json.tmp")
+    path = _parked_path(run_dir, record["task"], record["subtask"], record["model"],
+                        record["seed"], record_tag(record), ".json")
+    tmp = path.parent / (path.name + ".tmp")
     tmp.write_text(json.dumps(record))
-    os.replace(tmp, path.with_suffix(".json"))
+    os.replace(tmp, path)
 
 
 def parked_records(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
