@@ -23,6 +23,7 @@ from bimix_bench.engine.checkpoint import checkpoint_path, load_checkpoint, reco
 from bimix_bench.engine.throughput import record_throughput
 from bimix_bench.engine.trainer import batch_size_for
 from bimix_bench.errors import SkipCell
+from bimix_bench.files import write_text_atomic
 from bimix_bench.results.records import RecordError, append_record, read_records, run_records, validate_record
 from bimix_bench.results.tables import write_tables
 
@@ -54,9 +55,7 @@ def park_record(run_dir: Path, record: dict[str, Any]) -> None:
     validate_record(record)
     path = _parked_path(run_dir, record["task"], record["subtask"], record["model"],
                         record["seed"], record_tag(record), ".json")
-    tmp = path.parent / (path.name + ".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(record))
 
 
 def parked_records(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:

@@ -44,6 +44,7 @@ from bimix_bench.engine.throughput import backends_entry, measure_ddp_train_thro
 from bimix_bench.engine.trainer import Diverged, StepInfo, batch_size_for, train_model
 from bimix_bench.env import environment_info
 from bimix_bench.errors import SkipCell, UsageError
+from bimix_bench.files import write_text_atomic
 from bimix_bench.models.backbone import LanguageModel, count_parameters
 from bimix_bench.models.sizing import solve_architecture
 from bimix_bench.registry import MODELS, TASKS
@@ -279,7 +280,7 @@ def initialise_run(request: RunRequest, cfg: dict[str, Any] | None = None) -> Pa
                          "or choose another --out")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     except OSError as err:
         raise UsageError(f"cannot write to run folder {run_dir}: {err.strerror}") from None
     return run_dir
@@ -289,12 +290,6 @@ def state_path(run_dir: Path, cfg: dict[str, Any], cell: Cell) -> Path:
     """Where an unfinished cell keeps its training state (removed once the cell is recorded)."""
     return (Path(run_dir) / "state"
             / f"{cfg['task']['family']}-{cell.subtask}-{cell.model}-seed{cell.seed}{cell.tag}.pt")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _all_records(run_dir: Path) -> list[dict[str, Any]]:

@@ -9,14 +9,13 @@ the test split, so every model of a task is compared on the same number.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 from tabulate import tabulate
 
+from bimix_bench.files import write_text_atomic
 from bimix_bench.metrics.selection import MAIN_METRIC, headline_metric, metric_direction  # noqa: F401
 from bimix_bench.results.records import as_compared
 
@@ -190,8 +189,8 @@ def write_tables(run_dir: Path, records: list[dict]) -> dict[str, Path]:
     frame = records_frame(as_compared(records))
     summary = aggregate(frame)
     paths = {"markdown": run_dir / "summary.md", "csv": run_dir / "summary.csv"}
-    _write_atomic(paths["markdown"], summary_markdown(frame, summary))
-    _write_atomic(paths["csv"], summary.to_csv(index=False))
+    write_text_atomic(paths["markdown"], summary_markdown(frame, summary))
+    write_text_atomic(paths["csv"], summary.to_csv(index=False))
     return paths
 
 
@@ -267,16 +266,3 @@ def _format_cell(value: Any) -> str:
     return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.0f}"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so a concurrent reader sees the old file or the new, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private (0600); tables are meant to be read
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -19,15 +19,14 @@ calibration; `tokens_per_s` is the plain median rate, for people.
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
 from bimix_bench.errors import UsageError
+from bimix_bench.files import write_text_atomic
 
 FORMAT = "bimix-bench-speed"
 VERSION = 1
@@ -110,15 +109,7 @@ def write_document(path: Path, data: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(data, indent=1, sort_keys=False, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a reference file is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text)
 
 
 def iter_cells(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
