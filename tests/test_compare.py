@@ -214,6 +214,38 @@ def test_runs_under_different_batches_are_different_cells():
                                            "tiny (4,000-step cap, 64 sequences per step)"]
 
 
+def test_runs_of_a_different_backbone_are_different_cells():
+    """A --set of the budget's heads, depth or parameter target makes another model size: its
+    seed is not another seed of the budget's run (nor, same seed, a copy to be dropped). The
+    head count each model was sized to (rec["arch"]) may differ by model and splits nothing."""
+    from bimix_bench.results.records import protocols_apart
+    from bimix_bench.results.comparison import terminal_view, display_frame
+
+    def sized(model: str, acc: float, heads: int, own_heads: int | None = None,
+              layers: int = 2, params: int = 100_000) -> dict:
+        rec = _rec(model, 0, acc)
+        rec["config"] = {**rec["config"], "arch": {"n_layers": layers, "n_heads": heads},
+                         "params": {"non_embedding": params}}
+        rec["arch"] = {**(rec.get("arch") or {}), "n_heads": own_heads or heads}
+        return rec
+
+    run = [sized("transformer", 0.0, 1), sized("mamba2", 0.0, 1, own_heads=4)]
+    assert protocols_apart(run) == run  # one backbone asked for: nothing to name
+    table, _ = comparison_frame(protocols_apart([*run, sized("transformer", 1.0, 2)]))
+    rows = {(r["model"], r["budget"]): r for _, r in table.iterrows()}
+    assert set(rows) == {("transformer", "tiny (1 head)"), ("mamba2", "tiny (1 head)"),
+                         ("transformer", "tiny (2 heads)")}
+    assert rows[("transformer", "tiny (1 head)")]["mean"] == 0.0
+    assert rows[("transformer", "tiny (2 heads)")]["mean"] == 1.0
+    deeper = protocols_apart([run[0], sized("transformer", 0.5, 1, layers=4, params=200_000)])
+    assert [r["budget"] for r in deeper] == [
+        "tiny (2 layers, 100,000 non-embedding parameters)",
+        "tiny (4 layers, 200,000 non-embedding parameters)"]
+    # Below the terminal table, a flag line names the budget of its cell where budgets differ.
+    _, lines = terminal_view(table, display_frame(table))
+    assert any(line.startswith("lra/listops at tiny (1 head)") for line in lines), lines
+
+
 def test_the_same_seed_from_two_folders_counts_once():
     """Comparing a run folder with a copy of itself must not double n or narrow the interval."""
     once = [_rec("transformer", s, acc) for s, acc in ((0, 0.5), (1, 0.7))]

@@ -217,10 +217,13 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
 def terminal_view(table: pd.DataFrame, shown: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """What a terminal shows: the rows of cells that produced a number, without the flags
     column; and below it, one line per flag (a flag that every model of a cell shares is said
-    once for the cell) and one line that counts the rows left out (skipped or failed cells)."""
+    once for the cell; a cell is one task at one budget, named with its budget where the table
+    has several) and one line that counts the rows left out (skipped or failed cells)."""
     ran = table["n_ok"] > 0
     lines: list[str] = []
-    for name, group in shown[ran.values].groupby("task", sort=False):
+    several_budgets = shown[ran.values]["budget"].nunique() > 1
+    for (task, budget), group in shown[ran.values].groupby(["task", "budget"], sort=False):
+        name = f"{task} at {budget}" if several_budgets else task
         per_row = [(row["model"], [f for f in row["flags"].split("; ") if f]) for _, row in group.iterrows()]
         shared = set.intersection(*(set(flags) for _, flags in per_row)) if len(per_row) > 1 else set()
         lines += [f"{name}: {flag}" for flag in sorted(shared)]

@@ -249,14 +249,36 @@ def _batch_per_step(rec: dict) -> str | None:
     return None
 
 
+def _requested_arch(rec: dict) -> dict:
+    """The backbone the run asked for (budget and --set), alike for every model of a run;
+    rec["arch"] is what each model was sized to (its width, or its own head count)."""
+    return (rec.get("config") or {}).get("arch") or {}
+
+
+def _depth(rec: dict) -> str | None:
+    layers = _requested_arch(rec).get("n_layers")
+    return None if layers is None else f"{layers} layers"
+
+
+def _heads(rec: dict) -> str | None:
+    heads = _requested_arch(rec).get("n_heads")
+    return None if heads is None else f"{heads} head{'s' if heads != 1 else ''}"
+
+
+def _parameter_target(rec: dict) -> str | None:
+    target = ((rec.get("config") or {}).get("params") or {}).get("non_embedding")
+    return None if target is None else f"{target:,} non-embedding parameters"
+
+
 # What makes two records of one (task, subtask, budget) different protocols, each read from the
-# record as the words its budget label gets where the records differ in it.
-PROTOCOL_TERMS = (_step_cap, _batch_per_step)
+# record as the words its budget label gets where the records differ in it: the training
+# protocol, and the backbone a --set may change (its depth, heads and parameter target).
+PROTOCOL_TERMS = (_step_cap, _batch_per_step, _depth, _heads, _parameter_target)
 
 
 def protocols_apart(records: list[dict]) -> list[dict]:
-    """Records of one (task, subtask, budget) trained under different step caps or batches are
-    different cells: wherever they differ, each record's budget label names its own ("cpu
+    """Records of one (task, subtask, budget) trained under different step caps, batches or
+    backbones (PROTOCOL_TERMS) are different cells: wherever they differ, each record's budget label names its own ("cpu
     (1,000-step cap)", "cpu (64 sequences per step)"), so that a learning-rate grid is chosen,
     and seeds are pooled, within one protocol. A record that lacks a term (e.g. one that failed
     before training) keeps its label."""
