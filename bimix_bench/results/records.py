@@ -278,10 +278,11 @@ PROTOCOL_TERMS = (_step_cap, _batch_per_step, _depth, _heads, _parameter_target)
 
 def protocols_apart(records: list[dict]) -> list[dict]:
     """Records of one (task, subtask, budget) trained under different step caps, batches or
-    backbones (PROTOCOL_TERMS) are different cells: wherever they differ, each record's budget label names its own ("cpu
-    (1,000-step cap)", "cpu (64 sequences per step)"), so that a learning-rate grid is chosen,
-    and seeds are pooled, within one protocol. A record that lacks a term (e.g. one that failed
-    before training) keeps its label."""
+    backbones (PROTOCOL_TERMS) are different cells: wherever they differ, each record's budget
+    label names its own ("cpu (1,000-step cap)", "cpu (64 sequences per step)", "cpu (2
+    heads)"), so that a learning-rate grid is chosen, and seeds are pooled, within one
+    protocol. A record that lacks a term (e.g. one that failed before training) keeps its
+    label."""
     def key(rec: dict) -> tuple[str, str, str]:
         return rec["task"], rec["subtask"], rec["budget"]
 
