@@ -277,3 +277,36 @@ def test_a_protocol_changed_with_set_says_so_in_its_name():
 def test_a_bad_subtask_protocol_is_refused_in_one_line(subtask_protocol, message):
     with pytest.raises(UsageError, match=message):
         resolve({"subtasks": ["T128_kv8"], "subtask_protocol": subtask_protocol})
+
+
+def test_a_task_may_set_its_head_count_and_nothing_else_of_the_backbone():
+    """A family splits the budget's width into its own number of heads, for every model of the
+    task alike; depth and parameters stay the budget's, and --set still wins."""
+    cfg = resolve({"subtasks": ["T64_kv4"], "arch": {"n_heads": 2}})
+    assert cfg["arch"]["n_heads"] == 2 and "arch" not in cfg["task"]
+    budget = resolve({"subtasks": ["T64_kv4"]})
+    assert cfg["arch"]["n_layers"] == budget["arch"]["n_layers"]
+    assert cfg["params"] == budget["params"] and budget["arch"]["n_heads"] != 2
+    assert resolve({"arch": {"n_heads": 2}}, ["arch.n_heads=1"])["arch"]["n_heads"] == 1
+    with pytest.raises(UsageError, match="arch may set only n_heads, not n_layers"):
+        resolve({"arch": {"n_heads": 2, "n_layers": 8}})
+    with pytest.raises(UsageError, match="arch must be a mapping"):
+        resolve({"arch": 2})
+    with pytest.raises(UsageError, match="n_heads must be a positive"):
+        resolve({"arch": {"n_heads": 0}})
+
+
+def test_multidoc_qa_at_cpu_trains_with_two_heads_and_lists_them():
+    """The cpu budget's single-needle protocol: two heads of the budget's width, and `list`
+    names the head count beside the budget's."""
+    from bimix_bench.cli.list_cmd import protocols_table
+    from bimix_bench.registry import TASKS
+    from rich.console import Console
+
+    entry = TASKS.get("multidoc_qa")
+    cfg = resolve_config("cpu", "multidoc_qa", entry.obj.defaults("cpu"), {}, [])
+    assert cfg["arch"]["n_heads"] == 2 and cfg["task"]["subtasks"] == ["single_needle_noise"]
+    console = Console(width=200, record=True)
+    console.print(protocols_table([entry], ["cpu", "small"]))
+    text = console.export_text()
+    assert text.count("2 heads (the budget's: 1)") == 1  # at cpu, not at small

@@ -77,7 +77,7 @@ def protocols_table(tasks, budgets):
     from rich.table import Table
     from rich.text import Text
 
-    from bimix_bench.config import resolve_config, subtask_train
+    from bimix_bench.config import load_budget, resolve_config, subtask_train
     from bimix_bench.config.sections import BUDGET_PROTOCOL, train_config
 
     table = Table(title="training protocol per task and budget")
@@ -100,6 +100,9 @@ def protocols_table(tasks, budgets):
             parts = [steps, f"{batch} a step", "lr " + ", ".join(f"{r:g}" for r in train.rates())]
             if train.early_stop_at:
                 parts.append(f"early stop at {train.early_stop_at:g}")
+            heads, budget_heads = cfg["arch"]["n_heads"], load_budget(budget)["arch"]["n_heads"]
+            if heads != budget_heads:  # the family splits the budget's width its own way
+                parts.append(f"{heads} heads (the budget's: {budget_heads})")
             table.add_row(entry.name, budget, ", ".join(cfg["task"]["subtasks"]) or "none",
                           "; ".join(parts))
             if train.protocol != BUDGET_PROTOCOL:

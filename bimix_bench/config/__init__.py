@@ -7,7 +7,9 @@ The resolved config is one nested dict, saved with every run and hashed into eve
 A task family may set its own training protocol for a budget (a `protocol:` mapping in its
 defaults): its keys replace the budget's `train` keys of the same name (steps or epochs, batch,
 warm-up, learning-rate grid, early stopping, the protocol's name and source), for every model
-of the task alike. Parameters and depth stay the budget's. A family may also give one subtask
+of the task alike. Parameters and depth stay the budget's; a family may choose only how the
+budget's width is split into heads (an `arch: {n_heads: N}` mapping, TASK_ARCH_KEYS), alike for
+every model of the task, and the records keep it in config.arch. A family may also give one subtask
 its own steps, batch or stopping rule (`subtask_protocol: {SUBTASK: {train keys}}`, kept in the
 task section and applied per cell by `subtask_train`), never its own learning rates: a grid is
 chosen, and compared across models, within one protocol per subtask. --set applies after all
@@ -90,6 +92,28 @@ def _check_budget_types(data: dict[str, Any], where: Any) -> None:
     if not (isinstance(data["seeds"], list) and data["seeds"]
             and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in data["seeds"])):
         raise UsageError(f"{where}: seeds must be a non-empty list of integers >= 0")
+
+
+# Backbone keys a task family may set for a budget: the head count alone. Parameters and depth
+# are the budget's for every task; how one layer's width is split into heads decides whether
+# a task is learnable at all at a small width (at cpu, one head of 64 never copied a needle
+# out of 256 bytes in 20,000 steps, two heads of 32 copied every one: docs/protocols.md).
+TASK_ARCH_KEYS = frozenset({"n_heads"})
+
+
+def apply_task_arch(cfg: dict[str, Any]) -> None:
+    """Move the task family's `arch` mapping (if any) into cfg["arch"], in place; it may set
+    only TASK_ARCH_KEYS."""
+    arch = cfg["task"].pop("arch", None) or {}
+    family = cfg["task"]["family"]
+    if not isinstance(arch, dict):
+        raise UsageError(f"task {family}: arch must be a mapping (it may set "
+                         f"{', '.join(sorted(TASK_ARCH_KEYS))})")
+    refused = sorted(set(arch) - TASK_ARCH_KEYS)
+    if refused:
+        raise UsageError(f"task {family}: arch may set only {', '.join(sorted(TASK_ARCH_KEYS))}, "
+                         f"not {', '.join(refused)} (parameters and depth are the budget's)")
+    cfg["arch"] = {**cfg["arch"], **arch}
 
 
 def apply_protocol(cfg: dict[str, Any]) -> None:
@@ -175,6 +199,7 @@ def resolve_config(
         "models": copy.deepcopy(model_defaults),
     }
     apply_protocol(cfg)
+    apply_task_arch(cfg)
     for item in overrides:
         apply_override(cfg, item)
     _command_line_wins(cfg, list(overrides))
