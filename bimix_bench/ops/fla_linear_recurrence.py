@@ -86,9 +86,12 @@ def fla_gated_linear_attention(
     k, v = k.to(dtype), v.to(dtype)
     # fla's g_gamma gets no gradient; when it is learnable, supply it around the kernel.
     track_gamma = decay_kind == "fixed" and torch.is_grad_enabled() and log_decay.requires_grad
+    T = q.shape[1]
     if track_gamma:
         log_decay_leaf = log_decay
         q, k = FixedDecayGradFromQK.apply(q, k, log_decay)
+        if initial_state is not None:
+            initial_state = FixedDecayGradFromState.apply(initial_state, log_decay, _centre(T))
         log_decay = log_decay.detach()
     # fla keeps recurrent states in fp32 (chunk_gla asserts it).
     h0 = None if initial_state is None else initial_state.float()
@@ -106,18 +109,29 @@ def fla_gated_linear_attention(
     if not output_final_state:
         return o.to(v.dtype), None
     if track_gamma:
-        ht = FixedDecayGradFromState.apply(ht, log_decay_leaf, q.shape[1])
+        ht = FixedDecayGradFromState.apply(ht, log_decay_leaf, T - _centre(T))
     return o.to(v.dtype), ht
 
 
 # --- the gradient of a fixed per-head decay ------------------------------------------------
 # With b_t = sum_{r<=t} g_r, the outputs depend on b only through q_t e^{b_t}, k_s e^{-b_s}
 # and the factor e^{b_T} of the final state, so
-#     dL/db_t = q_t·dq_t - k_t·dk_t  (+ <dS_T, S_T> at t = T),
+#     dL/db_t = D_t = q_t·dq_t - k_t·dk_t  (+ <dS_T, S_T> at t = T),
 # where dq, dk, dS_T are the total gradients of q, k and the final state. With g_t = gamma
-# for every token, b_t = (t+1) gamma, hence dL/dgamma = sum_t (t+1) dL/db_t. The two identity
-# functions below sit on the kernel's q, k inputs and on its final-state output, see those
-# gradients pass, and add these terms to gamma's gradient.
+# for every token, b_t = (t+1) gamma, hence dL/dgamma = sum_t (t+1) D_t + T <dS_T, S_T>.
+# Scaling q by e^a, k and the initial state S_0 by e^-a changes no output and scales S_T by
+# e^-a, so sum_t D_t = <dS_0, S_0> - <dS_T, S_T>; for any centre c therefore
+#     dL/dgamma = sum_t (t+1-c) D_t + (T-c) <dS_T, S_T> + c <dS_0, S_0>.
+# The centre c = (T+1)/2 makes the position weights small and of both signs: the two large
+# sums of q·dq and k·dk, which nearly cancel, then lose less to the kernel's rounding (with
+# per-element errors of 1e-3 in dq and dk, the relative error of dgamma through BiMix's DCT
+# branch at T = 256 falls from 2.5% to 0.9%). Identity functions on the kernel's q and k inputs
+# and on its initial and final states see those gradients pass and add their
+# terms to gamma's gradient.
+def _centre(T: int) -> float:
+    return (T + 1) / 2
+
+
 class FixedDecayGradFromQK(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, gamma: torch.Tensor):  # q, k (B,T,H,K); gamma (H,)
@@ -130,26 +144,28 @@ class FixedDecayGradFromQK(torch.autograd.Function):
         q, k = ctx.saved_tensors
         T = q.shape[1]
         acc = torch.promote_types(q.dtype, torch.float32)  # sums of many terms: >= fp32
-        per_token = q.new_zeros(T, q.shape[2], dtype=acc)  # (T, H): dL/db_t
+        per_token = q.new_zeros(T, q.shape[2], dtype=acc)  # (T, H): D_t
         if dq is not None:
             per_token = per_token + (q.to(acc) * dq.to(acc)).sum((0, 3))
         if dk is not None:
             per_token = per_token - (k.to(acc) * dk.to(acc)).sum((0, 3))
-        steps = torch.arange(1, T + 1, device=q.device, dtype=acc)
-        dgamma = (steps[:, None] * per_token).sum(0)
+        weights = torch.arange(1, T + 1, device=q.device, dtype=acc) - _centre(T)
+        dgamma = (weights[:, None] * per_token).sum(0)
         return dq, dk, dgamma.to(ctx.gamma_dtype)
 
 
 class FixedDecayGradFromState(torch.autograd.Function):
+    """On the kernel's initial state (weight c) or its final state (weight T - c)."""
+
     @staticmethod
-    def forward(ctx, state: torch.Tensor, gamma: torch.Tensor, T: int):  # state (B,H,K,V)
+    def forward(ctx, state: torch.Tensor, gamma: torch.Tensor, weight: float):  # state (B,H,K,V)
         ctx.save_for_backward(state)
-        ctx.T, ctx.gamma_dtype = T, gamma.dtype
+        ctx.weight, ctx.gamma_dtype = weight, gamma.dtype
         return state.view_as(state)
 
     @staticmethod
     def backward(ctx, dstate: torch.Tensor):
         (state,) = ctx.saved_tensors
         acc = torch.promote_types(state.dtype, torch.float32)
-        dgamma = ctx.T * (dstate.to(acc) * state.to(acc)).sum((0, 2, 3))  # (H,)
+        dgamma = ctx.weight * (dstate.to(acc) * state.to(acc)).sum((0, 2, 3))  # (H,)
         return dstate, dgamma.to(ctx.gamma_dtype), None
