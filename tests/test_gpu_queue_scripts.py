@@ -6,6 +6,7 @@ next). Each runs in a scratch copy of scripts/gpu, so the checkout's runs/ is ne
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -111,12 +112,14 @@ def test_unpack_puts_run_folders_back_and_never_replaces_more_records_with_fewer
 
 
 def test_a_cut_off_cells_training_state_comes_back_and_is_restored(checkout, tmp_path):
-    """States travel inside the job's archive (one returned file per job), so that a fresh
-    machine resumes the cell; weights do not travel; a job with no state left sends none."""
+    """States and parked cells (trained, not yet timed) travel inside the job's archive (one
+    returned file per job), so that a fresh machine resumes the one and times the other;
+    finished cells' weights do not travel; a job with no state left sends none."""
     job = ("printf x > $JOB/model/state/cell.pt; printf w > $JOB/model/checkpoints/best.pt; "
+           "printf r > $JOB/model/pending/cell-lr0.01.json; printf p > $JOB/model/pending/cell-lr0.01.pt; "
            "echo '{}' >> $JOB/model/records.jsonl")
     (checkout / "q.queue").write_text(
-        f"cmd cut mkdir -p $JOB/model/state $JOB/model/checkpoints; {job}\n"
+        f"cmd cut mkdir -p $JOB/model/state $JOB/model/checkpoints $JOB/model/pending; {job}\n"
         "cmd whole mkdir -p $JOB/model; echo '{}' > $JOB/model/records.jsonl\n")
     out = tmp_path / "out"
     out.mkdir()
@@ -124,6 +127,7 @@ def test_a_cut_off_cells_training_state_comes_back_and_is_restored(checkout, tmp
     with tarfile.open(out / "cut.tgz") as archive:
         names = archive.getnames()
     assert "cut/model/state/cell.pt" in names and not any("checkpoints" in n for n in names)
+    assert {"cut/model/pending/cell-lr0.01.json", "cut/model/pending/cell-lr0.01.pt"} <= set(names)
     with tarfile.open(out / "whole.tgz") as archive:
         assert not any("state" in name for name in archive.getnames())
     assert sorted(p.name for p in out.iterdir()) == ["cut.tgz", "whole.tgz"]
@@ -131,6 +135,7 @@ def test_a_cut_off_cells_training_state_comes_back_and_is_restored(checkout, tmp
     elsewhere, result = unpacked_elsewhere(tmp_path, checkout / "q.queue", out)
     assert result.returncode == 0, result.stderr
     assert (elsewhere / "runs/gpu/cut/model/state/cell.pt").read_text() == "x"
+    assert (elsewhere / "runs/gpu/cut/model/pending/cell-lr0.01.pt").read_text() == "p"
     assert "cut: training states of cut-off cells restored" in result.stdout
     assert "whole: training states" not in result.stdout
 
@@ -312,3 +317,18 @@ def test_a_side_job_trains_into_results_and_comes_back_there(checkout, tmp_path)
     elsewhere, unpacked = unpacked_elsewhere(tmp_path, checkout / "q.queue", out)
     assert unpacked.returncode == 0, unpacked.stderr
     assert (elsewhere / "results/gpu/pair/nope.log").exists()
+
+
+def test_parked_cells_go_first_and_travel_with_their_weights(tmp_path):
+    """Within the archive's limit: a parked record and its weights together or not at all,
+    before any training state; states smallest first; what is left is counted."""
+    folder = tmp_path / "job"
+    for name, size in [("model/pending/a-lr0.01.json", 10), ("model/pending/a-lr0.01.pt", 50),
+                       ("model/state/big.pt", 70), ("model/state/small.pt", 20)]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"x" * size)
+    result = subprocess.run([sys.executable, str(SCRIPTS / "returned_files.py"), "job", "100"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.stdout.split() == ["job/model/pending/a-lr0.01.json", "job/model/pending/a-lr0.01.pt",
+                                     "job/model/state/small.pt"]
+    assert "1 parked cells or training states left behind" in result.stderr

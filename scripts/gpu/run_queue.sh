@@ -87,18 +87,18 @@ fi
 if [[ -n "${OUT:-}" && -f runs/gpu/touched ]]; then
   for job in $(sort -u runs/gpu/touched); do
     name=$(basename "$job")
-    # The training states of cells cut off mid-way go in the same archive, smallest first, up
-    # to 14 MB (a returned file holds at most 16 MiB, and at most 8 files come back, so one
-    # archive per job), so that a fresh machine resumes those cells instead of starting over;
-    # finished cells leave none. The cpu budget's models leave about 2 MB each.
-    parent=$(dirname "$job")
+    # Cells trained but not yet timed (parked by `run --gpus` workers) and the training states
+    # of cells cut off mid-way go in the same archive, up to 14 MB (a returned file holds at
+    # most 16 MiB, and at most 8 files come back, so one archive per job;
+    # scripts/gpu/returned_files.py picks them), so that a fresh machine times the parked
+    # cells and resumes the cut-off ones instead of training them again. Finished cells leave
+    # neither. The cpu budget's models leave about 2 MB each.
+    parent=$(dirname "$job") picker="$PWD/scripts/gpu/returned_files.py"
     tar cf "$OUT/$name.tar" --exclude='*.tmp' --exclude='checkpoints' --exclude='pending' \
       --exclude='state' -C "$parent" "$name" \
       -C "$PWD/runs/gpu" $(cd runs/gpu && ls "$name.log" "$name.done" 2>/dev/null)
-    states=$(cd "$parent" && find "$name" -path '*/state/*' -type f -printf '%s %p\n' 2>/dev/null \
-      | sort -n | awk '{s += $1; if (s <= 14 * 1024 * 1024) print $2; else left++}
-                       END {if (left) print left " training states left behind (too large to return)" > "/dev/stderr"}')
-    [[ -n "$states" ]] && tar rf "$OUT/$name.tar" -C "$parent" $states
+    resumable=$(cd "$parent" && python3 "$picker" "$name")
+    [[ -n "$resumable" ]] && tar rf "$OUT/$name.tar" -C "$parent" $resumable
     gzip -c "$OUT/$name.tar" >"$OUT/$name.tgz" && rm -f "$OUT/$name.tar"
   done
 fi
