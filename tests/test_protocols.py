@@ -264,6 +264,9 @@ def test_a_protocol_changed_with_set_says_so_in_its_name():
                                         "train.batch_sequences=64, train.steps=40")
     assert resolve({"protocol": dict(PROTOCOL)}, ["train.lr_grid=[]", "train.lr=0.01"])[
         "train"]["protocol"] == "a test protocol (source: here)"
+    heads = resolve({"protocol": dict(PROTOCOL), "arch": {"n_heads": 2}}, ["arch.n_heads=1"])
+    assert heads["train"]["protocol"] == ("a test protocol (source: here); changed by --set: "
+                                          "arch.n_heads=1")
     named = resolve({"protocol": dict(PROTOCOL)}, ["train.steps=40", "train.protocol=mine"])
     assert named["train"]["protocol"] == "mine"
 

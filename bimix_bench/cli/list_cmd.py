@@ -86,6 +86,7 @@ def protocols_table(tasks, budgets):
     table.add_column("default subtasks", ratio=1)
     table.add_column("training", ratio=2)
     names = []
+    budget_heads = {budget: load_budget(budget)["arch"]["n_heads"] for budget in budgets}
     for entry in tasks:
         for budget in budgets:
             cfg = resolve_config(budget, entry.name, entry.obj.defaults(budget), {}, [])
@@ -100,9 +101,9 @@ def protocols_table(tasks, budgets):
             parts = [steps, f"{batch} a step", "lr " + ", ".join(f"{r:g}" for r in train.rates())]
             if train.early_stop_at:
                 parts.append(f"early stop at {train.early_stop_at:g}")
-            heads, budget_heads = cfg["arch"]["n_heads"], load_budget(budget)["arch"]["n_heads"]
-            if heads != budget_heads:  # the family splits the budget's width its own way
-                parts.append(f"{heads} heads (the budget's: {budget_heads})")
+            heads = cfg["arch"]["n_heads"]
+            if heads != budget_heads[budget]:  # the family splits the budget's width its own way
+                parts.append(f"{heads} heads (the budget's: {budget_heads[budget]})")
             table.add_row(entry.name, budget, ", ".join(cfg["task"]["subtasks"]) or "none",
                           "; ".join(parts))
             if train.protocol != BUDGET_PROTOCOL:

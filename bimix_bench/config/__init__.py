@@ -167,14 +167,15 @@ UNNAMED_TRAIN_KEYS = frozenset({"lr", "lr_grid", "protocol", "data_workers"})
 
 
 def _name_the_changes(cfg: dict[str, Any], overrides: list[str]) -> None:
-    """Where --set changes a train key of the protocol, its name (and each subtask protocol's)
-    says so, in place: the record then names the protocol a cell really trained under, not the
+    """Where --set changes a train key of the protocol, or the head count a family may set, its
+    name (and each subtask protocol's) says so, in place: the record then names the protocol a cell really trained under, not the
     one the task family wrote down."""
     keys = [override_key(item) for item in overrides]
     if "train.protocol" in keys:
         return  # the user named the protocol
     changed = [item.strip() for item, key in zip(overrides, keys)
-               if key.startswith("train.") and key.removeprefix("train.") not in UNNAMED_TRAIN_KEYS]
+               if (key.startswith("train.") and key.removeprefix("train.") not in UNNAMED_TRAIN_KEYS)
+               or key.removeprefix("arch.") in TASK_ARCH_KEYS]
     if not changed:
         return
     suffix = f"; changed by --set: {', '.join(changed)}"
