@@ -52,6 +52,7 @@ def _window_conv_kernel(
     IEEE: tl.constexpr,  # fp32 inputs: full-precision products instead of TF32
     BLOCK_T: tl.constexpr,
     BLOCK_S: tl.constexpr,
+    N_S_TILES: tl.constexpr,  # source tiles a row tile reaches: cdiv(BLOCK_T + W - 1, BLOCK_S)
     BLOCK_P: tl.constexpr,
 ):
     pid_t = tl.program_id(0)
@@ -77,8 +78,8 @@ def _window_conv_kernel(
         hi = tl.minimum(T, t0 + BLOCK_T)
 
     acc = tl.full((BLOCK_T, BLOCK_P), 0.0, tl.float32)
-    for s0 in range(lo, hi, BLOCK_S):
-        offs_s = s0 + tl.arange(0, BLOCK_S)
+    for i in range(N_S_TILES):  # tiles past hi are masked out
+        offs_s = lo + i * BLOCK_S + tl.arange(0, BLOCK_S)
         mask_s = offs_s < hi
         if REVERSE:
             lag = offs_s[None, :] - offs_t[:, None]
@@ -128,7 +129,9 @@ def _window_gram_kernel(
     IEEE: tl.constexpr,
     BLOCK_T: tl.constexpr,
     BLOCK_S: tl.constexpr,
+    N_S_TILES: tl.constexpr,  # source tiles a row tile reaches: cdiv(BLOCK_T + W - 1, BLOCK_S)
     BLOCK_P: tl.constexpr,
+    N_P_TILES: tl.constexpr,  # cdiv(P, BLOCK_P)
 ):
     pid_t = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -142,12 +145,12 @@ def _window_gram_kernel(
     r_base = pid_bh.to(tl.int64) * T * W
     lo = tl.maximum(0, t0 - W + 1)
     hi = tl.minimum(T, t0 + BLOCK_T)
-    for s0 in range(lo, hi, BLOCK_S):
-        offs_s = s0 + tl.arange(0, BLOCK_S)
+    for i in range(N_S_TILES):  # tiles past hi are masked out
+        offs_s = lo + i * BLOCK_S + tl.arange(0, BLOCK_S)
         mask_s = offs_s < hi
         gram = tl.full((BLOCK_T, BLOCK_S), 0.0, tl.float32)
-        for p0 in range(0, P, BLOCK_P):
-            offs_p = p0 + tl.arange(0, BLOCK_P)
+        for j in range(N_P_TILES):
+            offs_p = j * BLOCK_P + tl.arange(0, BLOCK_P)
             mask_p = offs_p < P
             dy_tile = tl.load(
                 dy_ptr + base + offs_t[:, None] * row + offs_p[None, :],
@@ -196,6 +199,15 @@ def _blocks(P: int, device: torch.device) -> tuple[int, int, int]:
     if device.type != "cuda":
         return 16, 16, block_p
     return 64, 64, block_p
+
+
+def _source_tiles(block_t: int, block_s: int, window: int) -> int:
+    """How many BLOCK_S source tiles one BLOCK_T row tile reaches through a W-lag window.
+
+    The kernels' loops run compile-time counts: a bound derived from the program id or from a
+    runtime argument is a one-element array in the Triton interpreter, which some versions of
+    it cannot iterate over (tests/test_bimix_triton.py, strict_index)."""
+    return triton.cdiv(block_t + window - 1, block_s)
 
 
 def _check_grid(batch_heads: int) -> None:
@@ -247,6 +259,7 @@ def window_conv(
         IEEE=x.dtype in (torch.float32, torch.float64),
         BLOCK_T=block_t,
         BLOCK_S=block_s,
+        N_S_TILES=_source_tiles(block_t, block_s, W),
         BLOCK_P=block_p,
     )
     return out, pre
@@ -270,7 +283,9 @@ def window_gram(dy: torch.Tensor, x: torch.Tensor, window: int) -> torch.Tensor:
         IEEE=x.dtype in (torch.float32, torch.float64),
         BLOCK_T=block_t,
         BLOCK_S=block_s,
+        N_S_TILES=_source_tiles(block_t, block_s, window),
         BLOCK_P=block_p,
+        N_P_TILES=triton.cdiv(P, block_p),
     )
     return gram.view(B, H, T, window)
 
