@@ -166,16 +166,23 @@ def _command_line_wins(cfg: dict[str, Any], overrides: list[str]) -> None:
 UNNAMED_TRAIN_KEYS = frozenset({"lr", "lr_grid", "protocol", "data_workers"})
 
 
+def _changes_the_protocol(key: str) -> bool:
+    """Whether a --set of `key` changes what the protocol's name must say: a train key of the
+    protocol, or the head count a family may set."""
+    section, _, name = key.partition(".")
+    if section == "train":
+        return name not in UNNAMED_TRAIN_KEYS
+    return section == "arch" and name in TASK_ARCH_KEYS
+
+
 def _name_the_changes(cfg: dict[str, Any], overrides: list[str]) -> None:
-    """Where --set changes a train key of the protocol, or the head count a family may set, its
-    name (and each subtask protocol's) says so, in place: the record then names the protocol a cell really trained under, not the
-    one the task family wrote down."""
+    """Where --set changes the protocol (_changes_the_protocol), its name (and each subtask
+    protocol's) says so, in place: the record then names the protocol a cell really trained
+    under, not the one the task family wrote down."""
     keys = [override_key(item) for item in overrides]
     if "train.protocol" in keys:
         return  # the user named the protocol
-    changed = [item.strip() for item, key in zip(overrides, keys)
-               if (key.startswith("train.") and key.removeprefix("train.") not in UNNAMED_TRAIN_KEYS)
-               or key.removeprefix("arch.") in TASK_ARCH_KEYS]
+    changed = [item.strip() for item, key in zip(overrides, keys) if _changes_the_protocol(key)]
     if not changed:
         return
     suffix = f"; changed by --set: {', '.join(changed)}"
