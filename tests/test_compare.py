@@ -188,8 +188,28 @@ def test_runs_under_different_step_caps_are_different_cells():
     assert rows["tiny (1,000-step cap)"]["n_ok"] == 2 and rows["tiny (2,000-step cap)"]["mean"] == 0.9
     alike = [capped(0, 0.3, 2000), capped(1, 0.4, 2000)]
     assert protocols_apart(alike) == alike
-    uncapped = dict(_rec("transformer", 2, 0.5), protocol=None)  # e.g. failed before training
+    uncapped = dict(_rec("transformer", 2, 0.5), protocol=None, status="failed")  # before training
     assert protocols_apart([*alike, uncapped]) == [*alike, uncapped]
+
+
+def test_a_record_older_than_its_protocol_field_is_capped_by_its_config():
+    """Records written before `protocol` was recorded ran their config's steps: a later run of
+    the same cell under a longer cap is another protocol, not a newer copy of that seed."""
+    from bimix_bench.results.records import protocols_apart
+
+    def old(seed: int, steps: int) -> dict:
+        rec = dict(_rec("transformer", seed, 0.5), protocol=None)
+        rec["config"] = {**rec["config"], "train": {"steps": steps}}
+        return rec
+
+    probe = _rec("transformer", 0, 0.9)
+    probe["protocol"] = {**(probe.get("protocol") or {}), "planned_steps": 4000}
+    table, notes = comparison_frame(protocols_apart([old(0, 800), old(1, 800), probe]))
+    rows = {row["budget"]: row for _, row in table.iterrows()}
+    assert set(rows) == {"tiny (800-step cap)", "tiny (4,000-step cap)"}
+    assert rows["tiny (800-step cap)"]["n_ok"] == 2 and rows["tiny (4,000-step cap)"]["mean"] == 0.9
+    assert not [n for n in notes if "same seed" in n]
+    assert protocols_apart([old(0, 800), old(1, 800)]) == [old(0, 800), old(1, 800)]
 
 
 def test_runs_under_different_batches_are_different_cells():

@@ -86,6 +86,23 @@ def test_anchor_reproduced_only_when_every_seed_reaches_it():
     assert lines["T64_kv4"].status == "not run"
 
 
+def test_anchor_is_judged_in_each_protocol_of_its_budget():
+    """Where protocols_apart names a step cap in the budget label ("small (800-step cap)"), an
+    anchor declared for budget small (LRA's ListOps) still applies to each of those cells."""
+    from bimix_bench.results.records import protocols_apart
+
+    def listops(seed: int, acc: float, cap: int) -> dict:
+        rec = make_record(task="lra", subtask="listops", model="transformer", seed=seed,
+                          budget="small", test={"accuracy": acc, "loss": 1.0, "n": 2000})
+        rec["protocol"] = {**(rec.get("protocol") or {}), "planned_steps": cap}
+        return rec
+
+    records = protocols_apart([listops(0, 0.20, 800), listops(0, 0.36, 4000)])
+    lines = {l.budget: l.status for l in anchor_lines(records, records_frame(records))
+             if l.anchor.subtask == "listops"}
+    assert lines == {"small (800-step cap)": "not reproduced", "small (4,000-step cap)": "reproduced"}
+
+
 def test_compare_prints_and_writes_the_verdicts(tmp_path):
     run = tmp_path / "run"
     for rec in [mqar("transformer", s, v) for s, v in enumerate((0.99, 0.98, 0.97))] + \

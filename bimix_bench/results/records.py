@@ -236,7 +236,13 @@ def as_compared(records: list[dict]) -> list[dict]:
 
 
 def _step_cap(rec: dict) -> str | None:
-    cap = (rec.get("protocol") or {}).get("planned_steps")
+    protocol = rec.get("protocol")
+    if protocol:
+        cap = protocol.get("planned_steps")
+    else:  # a record written before records named their protocol: what its config planned
+        train = (rec.get("config") or {}).get("train") or {}
+        trained = rec.get("status") == "ok" and not train.get("epochs")
+        cap = train.get("steps") if trained else None
     return None if cap is None else f"{cap:,}-step cap"
 
 
@@ -274,6 +280,12 @@ def _parameter_target(rec: dict) -> str | None:
 # record as the words its budget label gets where the records differ in it: the training
 # protocol, and the backbone a --set may change (its depth, heads and parameter target).
 PROTOCOL_TERMS = (_step_cap, _batch_per_step, _depth, _heads, _parameter_target)
+
+
+def budget_of_label(label: str) -> str:
+    """The budget's name in a budget label that protocols_apart may have extended:
+    "cpu (2 heads)" -> "cpu"."""
+    return label.split(" (", 1)[0]
 
 
 def protocols_apart(records: list[dict]) -> list[dict]:
@@ -324,5 +336,5 @@ __all__: list[str] = [
     "run_folders",
     "repair_torn_tail", "resume_records",
     "canonical_json", "config_hash", "model_variant", "model_label", "as_compared",
-    "protocols_apart",
+    "protocols_apart", "budget_of_label",
 ]

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from bimix_bench.metrics.selection import reaches
+from bimix_bench.results.records import budget_of_label
 from bimix_bench.task import Anchor, Chance
 
 KEY = ["task", "subtask", "budget"]
@@ -150,7 +151,7 @@ def anchor_lines(records: list[dict], frame: pd.DataFrame) -> list[AnchorLine]:
         task = task_plugin(task_name)
         for anchor in (task.anchors() if task else []):
             for budget in sorted(budgets_of[task_name]):
-                if anchor.budgets and budget not in anchor.budgets:
+                if anchor.budgets and budget_of_label(budget) not in anchor.budgets:
                     continue
                 cell = frame[(frame["task"] == task_name) & (frame["subtask"] == anchor.subtask)
                              & (frame["budget"] == budget)]
