@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-"$PYTHON" -m pytest -q "$@"
+# --durations: the slowest tests are named in every run, to keep CI well under 20 minutes.
+"$PYTHON" -m pytest -q --durations=25 "$@"
 if [[ "${SKIP_SPEED_CHECK:-0}" != "1" ]]; then
   "$PYTHON" -m bimix_bench check --reference results/ci/cpu \
     --repeats 30 --tolerance 0.15
