@@ -100,7 +100,8 @@ def test_anchor_is_judged_in_each_protocol_of_its_budget():
     records = protocols_apart([listops(0, 0.20, 800), listops(0, 0.36, 4000)])
     lines = {l.budget: l.status for l in anchor_lines(records, records_frame(records))
              if l.anchor.subtask == "listops"}
-    assert lines == {"small (800-step cap)": "not reproduced", "small (4,000-step cap)": "reproduced"}
+    assert lines == {"small (800-step cap)": "not reproduced",
+                     "small (4,000-step cap)": "reproduced"}
 
 
 def test_compare_prints_and_writes_the_verdicts(tmp_path):
