@@ -133,6 +133,22 @@ def test_record_device_prefers_the_measurement_over_the_environment():
     assert record_device(gpu) == "cuda"
 
 
+def test_speeds_from_another_processor_are_flagged_and_not_related():
+    """Two CPUs of different makes: the quality row stays, the speed ratio goes, a flag says why."""
+    xeon = {"python": "3.11", "device_type": "cpu", "cpu": "Intel Xeon", "devices": ["Intel Xeon"]}
+    epyc = {**xeon, "cpu": "AMD EPYC", "devices": ["AMD EPYC"]}
+    records = [_rec("transformer", 0, 0.5, environment=xeon),
+               _rec("bimix", 0, 0.6, train=2.0e4, environment=xeon),
+               _rec("mamba2", 0, 0.4, train=3.0e4, environment=epyc)]
+    table, _ = comparison_frame(records)
+    bimix, mamba = _row(table, "bimix"), _row(table, "mamba2")
+    assert bimix["train_vs_transformer"] == pytest.approx(2.0) and bimix["flags"] == ""
+    assert math.isnan(mamba["train_vs_transformer"]) and math.isnan(mamba["inference_vs_transformer"])
+    assert mamba["params_vs_transformer"] == pytest.approx(1.0)
+    assert mamba["processor"] == "AMD EPYC"
+    assert "speeds from another processor (AMD EPYC) than transformer's (Intel Xeon)" in mamba["flags"]
+
+
 def test_compare_command_writes_markdown_csv_json_and_plots(records, tmp_path):
     run = tmp_path / "run"
     for rec in records:

@@ -42,6 +42,16 @@ def test_ratios_are_model_over_other_and_delta_favours_model():
     assert c["delta"] == pytest.approx(0.10)
 
 
+def test_no_speed_ratio_between_rows_of_different_processors():
+    records = [_rec("bimix", 0, 0.30, speeds=(2.0e4, 6.0e4, 50.0)),
+               _rec("transformer", 0, 0.20, speeds=(1.0e4, 4.0e4, 200.0))]
+    records[0]["environment"] = {**records[0]["environment"], "devices": ["AMD EPYC"]}
+    records[1]["environment"] = {**records[1]["environment"], "devices": ["Intel Xeon"]}
+    c = _cell(_cells(records), "transformer")
+    assert all(math.isnan(c[k]) for k in ("train_ratio", "inference_ratio", "decode_ratio"))
+    assert c["delta"] == pytest.approx(0.10)  # the quality comparison stays
+
+
 def test_delta_sign_follows_the_metric_direction():
     # bits per byte: lower is better, so bimix's 1.4 against 1.5 favours bimix (+0.1).
     records = [_rec("bimix", 0, 1.4, metric="bits_per_byte", subtask="code", task="long_code"),

@@ -47,8 +47,11 @@ COMPARE_COLUMNS = [
     "quality_vs_transformer", "train_tokens_per_s", "train_vs_transformer",
     "inference_tokens_per_s", "inference_vs_transformer", "decode_tokens_per_s",
     "decode_vs_transformer", "params_non_embedding", "params_vs_transformer", "peak_memory_bytes",
-    "context", "backend", "backend_kind", "device", "not_ok", "flags",
+    "context", "backend", "backend_kind", "device", "processor", "not_ok", "flags",
 ]
+# Relative speeds; they are left out where a model's speeds come from another processor than
+# the Transformer's (a ratio across machines measures the machines, not the mixers).
+_SPEED_RATIOS = ("train_vs_transformer", "inference_vs_transformer", "decode_vs_transformer")
 
 
 def record_device(rec: dict) -> str | None:
@@ -60,6 +63,14 @@ def record_device(rec: dict) -> str | None:
         if "cpu" in text:
             return "cpu"
     return (rec.get("environment") or {}).get("device_type")
+
+
+def record_processor(rec: dict) -> str | None:
+    """The processor a record's speeds came from, as its environment names it ("AMD EPYC",
+    "NVIDIA H100 80GB HBM3", ...); None for records that do not say."""
+    env = rec.get("environment") or {}
+    names = sorted({d for d in env.get("devices") or [] if isinstance(d, str) and d})
+    return ", ".join(names) or env.get("cpu") or None
 
 
 def backend_kind(backend: str | None, device: str | None) -> str:
@@ -91,7 +102,8 @@ def _per_group_facts(records: list[dict]) -> pd.DataFrame:
             "model": rec["model"], "ok": rec["status"] == "ok",
             "params": (rec.get("params") or {}).get("non_embedding"),
             "context": (rec.get("arch") or {}).get("max_seq_len"),
-            "device": device, "kind": backend_kind(backend, device) if rec["status"] == "ok" else None,
+            "device": device, "processor": record_processor(rec),
+            "kind": backend_kind(backend, device) if rec["status"] == "ok" else None,
         })
     frame = pd.DataFrame(rows)
     out = []
@@ -103,6 +115,7 @@ def _per_group_facts(records: list[dict]) -> pd.DataFrame:
             "params_non_embedding": _median(use["params"]),
             "context": _median(use["context"]),
             "device": ", ".join(sorted({d for d in use["device"] if isinstance(d, str)})),
+            "processor": "; ".join(sorted({p for p in use["processor"] if isinstance(p, str)})),
             "backend_kind": ", ".join(sorted({k for k in ok["kind"] if isinstance(k, str)})),
         })
     return pd.DataFrame(out)
@@ -156,6 +169,7 @@ def _flag_group(table: pd.DataFrame, index, base: pd.DataFrame) -> None:
         ref_params, ref_name = base.iloc[0]["params_non_embedding"], BASELINE
     kinds = {k for v in group["backend_kind"] if isinstance(v, str) and v for k in v.split(", ")}
     ref_kind = base.iloc[0]["backend_kind"] if not base.empty else None
+    ref_processor = base.iloc[0]["processor"] if not base.empty else ""
     for i in index:
         row, flags = table.loc[i], []
         if row["not_ok"]:
@@ -174,6 +188,12 @@ def _flag_group(table: pd.DataFrame, index, base: pd.DataFrame) -> None:
             # Against the Transformer's kind where there is one, else against the others.
             other = f"{ref_kind} ({BASELINE})" if ref_kind else ", ".join(sorted(kinds - {own}))
             flags.append(f"kernels not like for like: {own} ({row['backend']}) vs {other}")
+        processor = row["processor"]
+        if processor and ref_processor and processor != ref_processor:
+            flags.append(f"speeds from another processor ({processor}) than {BASELINE}'s "
+                         f"({ref_processor}): no speed ratio")
+            for column in _SPEED_RATIOS:
+                table.at[i, column] = math.nan
         table.at[i, "flags"] = "; ".join(flags)
 
 

@@ -50,9 +50,17 @@ def versus_cells(table: pd.DataFrame, model: str, records: list[dict]) -> pd.Dat
                 "context": a["context"], "model": model, "versus": b["model"],
                 "metric": a["metric"], "quality": a["mean"], "quality_versus": b["mean"],
                 "delta": delta, "verdict": _verdict(a, b, delta, counts),
-                **{f"{name}_ratio": _ratio(a[col], b[col]) for col, name in SPEEDS.items()},
+                # A ratio across processors measures the machines, not the models: left out.
+                **{f"{name}_ratio": _ratio(a[col], b[col]) if _same_processor(a, b) else math.nan
+                   for col, name in SPEEDS.items()},
             })
     return pd.DataFrame(rows, columns=CELL_COLUMNS)
+
+
+def _same_processor(a: pd.Series, b: pd.Series) -> bool:
+    """Whether two rows' speeds come from one processor (rows that do not say count as one)."""
+    pa, pb = a.get("processor") or "", b.get("processor") or ""
+    return not (pa and pb) or pa == pb
 
 
 def versus_ranges(cells: pd.DataFrame) -> pd.DataFrame:
