@@ -250,6 +250,22 @@ def test_runs_under_different_batches_are_different_cells():
                                            "tiny (4,000-step cap, 64 sequences per step)"]
 
 
+def test_runs_with_different_loss_targets_are_different_cells():
+    """Multi-document QA's loss on the answer and on the whole sequence are two protocols: the
+    same seed under each is two cells, not one counted once."""
+    from bimix_bench.results.records import protocols_apart
+
+    def trained(targets: str, acc: float) -> dict:
+        rec = _rec("transformer", 0, acc)
+        rec["data"] = {**(rec.get("data") or {}), "train_targets": targets}
+        return rec
+
+    rows = {row["budget"]: row for _, row in comparison_frame(
+        protocols_apart([trained("answer", 0.6), trained("sequence", 0.0)]))[0].iterrows()}
+    assert set(rows) == {"tiny (loss on the answer)", "tiny (loss on the sequence)"}
+    assert rows["tiny (loss on the answer)"]["mean"] == pytest.approx(0.6)
+
+
 def test_runs_of_a_different_backbone_are_different_cells():
     """A --set of the budget's heads, depth or parameter target makes another model size: its
     seed is not another seed of the budget's run (nor, same seed, a copy to be dropped). The

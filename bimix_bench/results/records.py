@@ -276,10 +276,19 @@ def _parameter_target(rec: dict) -> str | None:
     return None if target is None else f"{target:,} non-embedding parameters"
 
 
+def _training_targets(rec: dict) -> str | None:
+    """Which bytes the training loss counted, where the task lets a run choose (multi-document
+    QA: the answer's alone or the whole sequence)."""
+    targets = (rec.get("data") or {}).get("train_targets")
+    return None if targets is None else f"loss on the {targets}"
+
+
 # What makes two records of one (task, subtask, budget) different protocols, each read from the
 # record as the words its budget label gets where the records differ in it: the training
-# protocol, and the backbone a --set may change (its depth, heads and parameter target).
-PROTOCOL_TERMS = (_step_cap, _batch_per_step, _depth, _heads, _parameter_target)
+# protocol (its cap, batch and loss targets), and the backbone a --set may change (its depth,
+# heads and parameter target).
+PROTOCOL_TERMS = (_step_cap, _batch_per_step, _training_targets, _depth, _heads,
+                  _parameter_target)
 
 
 def budget_of_label(label: str) -> str:
