@@ -49,9 +49,9 @@ COMPARE_COLUMNS = [
     "decode_vs_transformer", "params_non_embedding", "params_vs_transformer", "peak_memory_bytes",
     "context", "backend", "backend_kind", "device", "processor", "not_ok", "flags",
 ]
-# Relative speeds; they are left out where a model's speeds come from another processor than
-# the Transformer's (a ratio across machines measures the machines, not the mixers).
-_SPEED_RATIOS = ("train_vs_transformer", "inference_vs_transformer", "decode_vs_transformer")
+# The relative speeds (RELATIVE less parameters): left out where a model's speeds come from
+# another processor than the Transformer's (a ratio across machines measures the machines).
+_SPEED_RATIOS = tuple(rel for column, rel in RELATIVE.items() if column.endswith("_tokens_per_s"))
 
 
 def record_device(rec: dict) -> str | None:
@@ -71,6 +71,12 @@ def record_processor(rec: dict) -> str | None:
     env = rec.get("environment") or {}
     names = sorted({d for d in env.get("devices") or [] if isinstance(d, str) and d})
     return ", ".join(names) or env.get("cpu") or None
+
+
+def same_processor(a: Any, b: Any) -> bool:
+    """Whether speeds measured on processors `a` and `b` (record_processor's names, or their
+    "; "-joined sets) may be related; a side that does not say counts as the same."""
+    return not (isinstance(a, str) and a and isinstance(b, str) and b) or a == b
 
 
 def backend_kind(backend: str | None, device: str | None) -> str:
@@ -144,6 +150,9 @@ def comparison_frame(records: list[dict]) -> tuple[pd.DataFrame, list[str]]:
             b = base.iloc[0]
             for column, rel in RELATIVE.items():
                 table.loc[index, rel] = group[column] / b[column] if b[column] else math.nan
+            apart = [i for i in index
+                     if not same_processor(table.at[i, "processor"], b["processor"])]
+            table.loc[apart, list(_SPEED_RATIOS)] = math.nan
             table.loc[index, "quality_vs_transformer"] = group["mean"] - b["mean"]
         _flag_group(table, index, base)
     table = mark_chance(table, records, test_counts(records))
@@ -169,7 +178,7 @@ def _flag_group(table: pd.DataFrame, index, base: pd.DataFrame) -> None:
         ref_params, ref_name = base.iloc[0]["params_non_embedding"], BASELINE
     kinds = {k for v in group["backend_kind"] if isinstance(v, str) and v for k in v.split(", ")}
     ref_kind = base.iloc[0]["backend_kind"] if not base.empty else None
-    ref_processor = base.iloc[0]["processor"] if not base.empty else ""
+    ref_processor = base.iloc[0]["processor"] if not base.empty else None
     for i in index:
         row, flags = table.loc[i], []
         if row["not_ok"]:
@@ -188,12 +197,9 @@ def _flag_group(table: pd.DataFrame, index, base: pd.DataFrame) -> None:
             # Against the Transformer's kind where there is one, else against the others.
             other = f"{ref_kind} ({BASELINE})" if ref_kind else ", ".join(sorted(kinds - {own}))
             flags.append(f"kernels not like for like: {own} ({row['backend']}) vs {other}")
-        processor = row["processor"]
-        if processor and ref_processor and processor != ref_processor:
-            flags.append(f"speeds from another processor ({processor}) than {BASELINE}'s "
-                         f"({ref_processor}): no speed ratio")
-            for column in _SPEED_RATIOS:
-                table.at[i, column] = math.nan
+        if not same_processor(row["processor"], ref_processor):
+            flags.append(f"speeds from another processor ({row['processor']}) than "
+                         f"{BASELINE}'s ({ref_processor}): no speed ratio")
         table.at[i, "flags"] = "; ".join(flags)
 
 

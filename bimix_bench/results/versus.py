@@ -19,7 +19,7 @@ import math
 
 import pandas as pd
 
-from bimix_bench.results.comparison import KEY
+from bimix_bench.results.comparison import KEY, same_processor
 from bimix_bench.results.verdicts import PROPORTIONS, test_counts
 from bimix_bench.results.verdicts import finite_number as _finite
 
@@ -51,16 +51,11 @@ def versus_cells(table: pd.DataFrame, model: str, records: list[dict]) -> pd.Dat
                 "metric": a["metric"], "quality": a["mean"], "quality_versus": b["mean"],
                 "delta": delta, "verdict": _verdict(a, b, delta, counts),
                 # A ratio across processors measures the machines, not the models: left out.
-                **{f"{name}_ratio": _ratio(a[col], b[col]) if _same_processor(a, b) else math.nan
+                **{f"{name}_ratio": _ratio(a[col], b[col])
+                   if same_processor(a["processor"], b["processor"]) else math.nan
                    for col, name in SPEEDS.items()},
             })
     return pd.DataFrame(rows, columns=CELL_COLUMNS)
-
-
-def _same_processor(a: pd.Series, b: pd.Series) -> bool:
-    """Whether two rows' speeds come from one processor (rows that do not say count as one)."""
-    pa, pb = a.get("processor") or "", b.get("processor") or ""
-    return not (pa and pb) or pa == pb
 
 
 def versus_ranges(cells: pd.DataFrame) -> pd.DataFrame:
