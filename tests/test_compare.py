@@ -243,13 +243,34 @@ def test_runs_under_different_batches_are_different_cells():
                                                     "batch_sequences": sequences}}
         return rec
 
-    mixed = [trained(0, 0.99, 0), trained(1, 0.98, 0), trained(0, 0.3, 64)]
+    mixed = [trained(0, 0.99, 0), trained(1, 0.98, 0), trained(0, 0.3, 32)]
     rows = {row["budget"]: row for _, row in comparison_frame(protocols_apart(mixed))[0].iterrows()}
-    assert set(rows) == {"tiny (32,768 tokens per step)", "tiny (64 sequences per step)"}
-    assert rows["tiny (32,768 tokens per step)"]["n_ok"] == 2
-    both = protocols_apart([trained(0, 0.99, 0), trained(0, 0.3, 64, cap=4000)])
-    assert [r["budget"] for r in both] == ["tiny (2,000-step cap, 32,768 tokens per step)",
-                                           "tiny (4,000-step cap, 64 sequences per step)"]
+    assert set(rows) == {"tiny (64 sequences per step)", "tiny (32 sequences per step)"}
+    assert rows["tiny (64 sequences per step)"]["n_ok"] == 2
+    both = protocols_apart([trained(0, 0.99, 0), trained(0, 0.3, 32, cap=4000)])
+    assert [r["budget"] for r in both] == ["tiny (2,000-step cap, 64 sequences per step)",
+                                           "tiny (4,000-step cap, 32 sequences per step)"]
+
+
+def test_a_batch_in_tokens_and_the_same_batch_in_sequences_are_one_cell():
+    """The budget's 32,768 tokens per step over 512-token sequences and a protocol's 64
+    sequences per step are the same batch: the seeds pool; without the context the record
+    keeps its tokens."""
+    from bimix_bench.results.records import protocols_apart
+
+    def trained(seed: int, sequences: int) -> dict:
+        rec = _rec("transformer", seed, 0.9)
+        rec["config"] = {**rec["config"], "train": {"batch_tokens": 32768,
+                                                    "batch_sequences": sequences}}
+        return rec
+
+    pooled = protocols_apart([trained(0, 0), trained(1, 64), trained(2, 64)])
+    table = comparison_frame(pooled)[0]
+    assert list(table["budget"]) == ["tiny"] and int(table.iloc[0]["n_ok"]) == 3
+    contextless = {**trained(0, 0), "arch": {}}
+    apart = protocols_apart([contextless, trained(1, 64)])
+    assert [r["budget"] for r in apart] == ["tiny (32,768 tokens per step)",
+                                            "tiny (64 sequences per step)"]
 
 
 def test_runs_with_different_loss_targets_are_different_cells():

@@ -449,5 +449,5 @@ def test_family_lists_subtasks_and_grows_context_with_budget():
     task = TASKS.get("multidoc_qa").obj
     names = [s.name for s in task.subtasks()]
     assert names[:len(GENERATED_SUBTASKS)] == list(GENERATED_SUBTASKS) and "hotpotqa" in names and "longbench_musique" in names
-    contexts = [task.defaults(b)["context"] for b in ("small", "medium", "large")]
-    assert contexts[0] >= 4096 and contexts == sorted(contexts) and len(set(contexts)) == 3
+    contexts = [task.defaults(b)["context"] for b in ("cpu", "small", "medium", "large")]
+    assert contexts == sorted(contexts) and len(set(contexts)) == 4 and contexts[2] >= 8192

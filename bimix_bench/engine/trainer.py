@@ -65,10 +65,7 @@ class TrainResult:
 def batch_size_for(cfg: dict[str, Any], context: int) -> int:
     """Sequences per step: train.batch_sequences where a protocol sets it, else the budget's
     tokens per step over the context; at least one."""
-    train = train_config(cfg)
-    if train.batch_sequences > 0:  # a protocol that fixes sequences per step (Zoology: 512)
-        return train.batch_sequences
-    return max(1, train.batch_tokens // context)
+    return train_config(cfg).sequences_per_step(context)
 
 
 def planned_steps(cfg: dict[str, Any], data: TaskData) -> int:

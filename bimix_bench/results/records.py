@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from bimix_bench.config.sections import sequences_per_step
 from bimix_bench.errors import UsageError
 from bimix_bench.results.record_schema import (  # noqa: F401 (the record's names, re-exported)
     SCHEMA_VERSION, STATUSES, THROUGHPUT_KINDS, RecordError, new_record, validate_record,
@@ -247,11 +248,16 @@ def _step_cap(rec: dict) -> str | None:
 
 
 def _batch_per_step(rec: dict) -> str | None:
+    """Sequences per step as the trainer formed them, so that a protocol that names them and a
+    budget whose tokens per step come to the same number over the context are one batch; in
+    tokens where the record lacks its context."""
     train = (rec.get("config") or {}).get("train") or {}
-    if train.get("batch_sequences"):  # a protocol that fixes sequences per step
-        return f"{train['batch_sequences']:,} sequences per step"
-    if train.get("batch_tokens"):
-        return f"{train['batch_tokens']:,} tokens per step"
+    sequences, tokens = train.get("batch_sequences") or 0, train.get("batch_tokens") or 0
+    context = (rec.get("arch") or {}).get("max_seq_len")
+    if sequences or (tokens and context):
+        return f"{sequences_per_step(sequences, tokens, context or 1):,} sequences per step"
+    if tokens:
+        return f"{tokens:,} tokens per step"
     return None
 
 
