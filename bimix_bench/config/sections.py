@@ -168,10 +168,6 @@ class TrainConfig(_SectionView):
         """Steps between validations; without eval_every, only after the last step."""
         return self.eval_every or total_steps
 
-    def sequences_per_step(self, context: int) -> int:
-        """The batch in sequences of `context` tokens (see sequences_per_step)."""
-        return sequences_per_step(self.batch_sequences, self.batch_tokens, context)
-
 
 def sequences_per_step(batch_sequences: int, batch_tokens: int, context: int) -> int:
     """Sequences per optimizer step: batch_sequences where a protocol sets it (Zoology: 512),

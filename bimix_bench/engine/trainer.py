@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 import torch
 
-from bimix_bench.config.sections import TrainConfig, eval_config, train_config
+from bimix_bench.config.sections import (TrainConfig, eval_config, sequences_per_step,
+                                         train_config)
 from bimix_bench.engine.batch_workers import batches_of, skipped
 from bimix_bench.engine.device import autocast_factory
 from bimix_bench.engine.distributed import DistContext, shard
@@ -63,9 +64,9 @@ class TrainResult:
 
 
 def batch_size_for(cfg: dict[str, Any], context: int) -> int:
-    """Sequences per step: train.batch_sequences where a protocol sets it, else the budget's
-    tokens per step over the context; at least one."""
-    return train_config(cfg).sequences_per_step(context)
+    """Sequences per step of the run's train section (config.sections.sequences_per_step)."""
+    train = train_config(cfg)
+    return sequences_per_step(train.batch_sequences, train.batch_tokens, context)
 
 
 def planned_steps(cfg: dict[str, Any], data: TaskData) -> int:
