@@ -10,17 +10,19 @@ start, so every lam starts at 1 and the model starts as Mamba-2 itself (our choi
 paper's exact parameterisation of lam was not available to us). W_lam has one output per head
 and level for up to `max_length` tokens (17 levels for 64K).
 
-Backends: "fla" (fla's chunk_log_linear_attn on CUDA), "reference" (the quadratic masked form
-in plain torch); "auto" takes fla on CUDA where fla-core has the kernel, the head sizes are powers
-of two and, when training, the per-token-gated backward is trusted on this GPU (the gate the
-other fla paths use), else the reference, and says why. Decoding keeps level_count(max_len)
-states: O(log T) memory.
+Backends: "fla" (fla's chunk_log_linear_attn on CUDA), "chunked" (the chunkwise form in plain
+torch: the quadratic form inside chunks of `chunk_size` tokens, level states across them),
+"reference" (the quadratic masked form in plain torch); "auto" takes fla on CUDA where fla-core
+has the kernel, the head sizes are powers of two and, when training, the per-token-gated
+backward is trusted on this GPU (the gate the other fla paths use), else the chunked form, and
+says why. Decoding keeps level_count(max_len) states: O(log T) memory.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -34,11 +36,12 @@ from bimix_bench.ops.log_linear import (
     fenwick_prefill,
     fenwick_step,
     level_count,
+    log_linear_chunked,
     log_linear_fla,
     log_linear_reference,
 )
 
-BACKENDS = ("auto", "fla", "reference")
+BACKENDS = ("auto", "fla", "chunked", "reference")
 
 
 @dataclass
@@ -84,6 +87,9 @@ class LogLinearMamba2(Mamba2):
                                      cfg.max_seq_len, {**cfg.options, "backend": "chunked"}))
         if choice == "fla" and (problem := self.fla_problem(torch.device("cuda"), False)):
             raise SkipCell(f"backend 'fla' unavailable: {problem}")
+        if self.chunk_size & (self.chunk_size - 1):
+            raise UsageError(f"models.loglinear.chunk_size={self.chunk_size}: the chunkwise form "
+                             "needs a power of two")
         self.cfg = cfg
         self.requested_backend = choice
         self.n_levels = level_count(int(cfg.options.get("max_length", 65536)))
@@ -111,9 +117,12 @@ class LogLinearMamba2(Mamba2):
                 raise SkipCell(f"backend 'fla' unavailable: {problem}")
             self.backend, self.backend_reason = "fla", f"{load_fla()[1]}: chunk_log_linear_attn"
             return log_linear_fla
-        why = "reference requested" if self.requested_backend == "reference" else f"plain-torch quadratic form: {problem}"
-        self.backend, self.backend_reason = "torch-reference", why
-        return log_linear_reference
+        if self.requested_backend == "reference":
+            self.backend, self.backend_reason = "torch-reference", "reference requested"
+            return log_linear_reference
+        why = "chunked requested" if self.requested_backend == "chunked" else f"plain-torch chunkwise form: {problem}"
+        self.backend, self.backend_reason = "torch-chunked", why
+        return partial(log_linear_chunked, chunk=self.chunk_size)
 
     def _inputs(self, x: torch.Tensor, state):
         rec = self.recurrence(x, state)

@@ -151,6 +151,21 @@ def test_speeds_from_another_processor_are_flagged_and_not_related():
     assert flag in mamba["flags"]
 
 
+def test_a_row_names_the_processor_of_the_records_it_counts():
+    """A seed run again on another machine: the later record is the one counted, so the row's
+    processor (and with it the speed ratio) is the later record's, not both machines'."""
+    xeon = {"python": "3.11", "device_type": "cpu", "cpu": "Intel Xeon", "devices": ["Intel Xeon"]}
+    epyc = {**xeon, "cpu": "AMD EPYC", "devices": ["AMD EPYC"]}
+    records = [_rec("transformer", 0, 0.5, environment=epyc),
+               _rec("mamba2", 0, 0.4, train=3.0e3, environment=xeon, created_at="2026-01-01T00:00:00"),
+               _rec("mamba2", 0, 0.4, train=2.0e4, environment=epyc, created_at="2026-02-01T00:00:00")]
+    table, notes = comparison_frame(records)
+    mamba = _row(table, "mamba2")
+    assert any("2 records of the same seed" in n for n in notes)
+    assert mamba["processor"] == "AMD EPYC" and mamba["flags"] == ""
+    assert mamba["train_vs_transformer"] == pytest.approx(2.0)
+
+
 def test_compare_command_writes_markdown_csv_json_and_plots(records, tmp_path):
     run = tmp_path / "run"
     for rec in records:

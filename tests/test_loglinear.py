@@ -1,13 +1,15 @@
 """Log-Linear Mamba-2: Fenwick levels checked by hand, the quadratic form against a brute-force
 sum (outputs and gradients) and against Mamba-2's recurrence when every level weight is 1, the
-Fenwick decode step across level boundaries with O(log T) states, causality and decode =
-forward for the whole mixer; on a GPU, fla's kernel against the reference."""
+chunkwise form against the quadratic form, the Fenwick decode step across level boundaries
+with O(log T) states, causality and decode = forward for the whole mixer on both plain-torch
+paths; on a GPU, fla's kernel against the reference."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from bimix_bench.errors import UsageError
 from bimix_bench.models.mixer import MixerConfig
 from bimix_bench.ops.fla_linear_recurrence import load_fla
 from bimix_bench.ops.log_linear import (
@@ -16,6 +18,7 @@ from bimix_bench.ops.log_linear import (
     level_count,
     levels,
     log_linear_fla,
+    log_linear_chunked,
     log_linear_reference,
 )
 from bimix_bench.registry import MODELS
@@ -61,6 +64,28 @@ def test_quadratic_form_equals_the_brute_force_sum():
                                   args, atol=1e-10, rtol=1e-9)
 
 
+@pytest.mark.parametrize("T, chunk, n_levels", [
+    (1, 64, None), (21, 64, None), (21, 4, None), (64, 8, None), (100, 8, None),
+    (130, 16, 5),  # fewer level weights than levels: the last weighs every level above it
+    (40, 1, None),
+])
+def test_chunkwise_form_equals_the_quadratic_form(T, chunk, n_levels):
+    """Inside chunks, across chunk boundaries, with padding to whole chunks, and with levels
+    clamped to the last weight as the reference clamps them."""
+    args = list(inputs(T, n_levels, seed=T))
+    assert_same_outputs_and_grads(lambda *a: log_linear_reference(*a, 0.7),
+                                  lambda *a: log_linear_chunked(*a, 0.7, chunk=chunk),
+                                  args, atol=1e-10, rtol=1e-9)
+
+
+def test_chunkwise_form_refuses_a_chunk_that_is_not_a_power_of_two():
+    with pytest.raises(ValueError, match="power of two"):
+        log_linear_chunked(*inputs(8), 1.0, chunk=6)
+    spec = MODELS.get("loglinear").obj
+    with pytest.raises(UsageError, match="chunk_size=48"):
+        spec.mixer_cls(MixerConfig(32, 2, 0, 2, 64, {**spec.default_options, "chunk_size": 48}))
+
+
 def test_unit_level_weights_are_mamba2s_first_order_recurrence():
     q, k, v, g, lam = inputs(33)
     state, rows = torch.zeros(2, 3, 4, 5, dtype=torch.float64), []
@@ -90,13 +115,15 @@ def make_mixer(backend: str = "reference", context: int = 64):
     return spec.mixer_cls(MixerConfig(32, 2, 0, 2, context, {**spec.default_options, "backend": backend}))
 
 
-def test_mixer_is_causal():
-    assert_causal(make_mixer(), torch.randn(2, 24, 32), cut=9)
+@pytest.mark.parametrize("backend", ["reference", "chunked"])
+def test_mixer_is_causal(backend):
+    assert_causal(make_mixer(backend, context=160), torch.randn(2, 150, 32), cut=70)
 
 
+@pytest.mark.parametrize("backend", ["reference", "chunked"])
 @pytest.mark.parametrize("n_prompt", [1, 4, 8, 17, 33])
-def test_mixer_decode_matches_forward(n_prompt):
-    mixer = make_mixer()
+def test_mixer_decode_matches_forward(n_prompt, backend):
+    mixer = make_mixer(backend)
     assert_decode_matches_forward(mixer, torch.randn(2, 40, 32), n_prompt)
     assert mixer.init_decode_state(2, 40, torch.device("cpu"), torch.float32).levels.shape[1] == level_count(40)
 
@@ -112,21 +139,26 @@ def test_level_weights_start_at_one_and_the_length_limit_is_enforced():
         short(torch.randn(1, 5, 32))
 
 
-def test_backend_on_cpu_is_the_reference_and_says_why():
+def test_backend_on_cpu_is_the_chunkwise_form_and_says_why():
     mixer = make_mixer("auto")
-    mixer(torch.randn(1, 8, 32))
-    assert mixer.backend == "torch-reference" and "CUDA" in mixer.backend_reason
+    x = torch.randn(2, 80, 32)
+    y = mixer(x)
+    assert mixer.backend == "torch-chunked" and "CUDA" in mixer.backend_reason
+    reference = make_mixer("reference")
+    reference.load_state_dict(mixer.state_dict())
+    torch.testing.assert_close(y, reference(x), atol=1e-5, rtol=1e-4)
+    assert reference.backend == "torch-reference"
 
 
-def test_head_sizes_that_are_not_powers_of_two_keep_the_reference():
+def test_head_sizes_that_are_not_powers_of_two_keep_plain_torch():
     """fla's kernel refuses them (seen on an H100 at the cpu budget: d_model 54, one head, so
-    head_dim and d_state 54): auto must take the reference there, and say so."""
+    head_dim and d_state 54): auto must take the chunkwise form there, and say so."""
     spec = MODELS.get("loglinear").obj
     mixer = spec.mixer_cls(MixerConfig(54, 1, 0, 2, 64, {**spec.default_options, "backend": "auto"}))
     assert (mixer.head_dim, mixer.d_state) == (54, 54)
     assert "power-of-two" in mixer.fla_problem(torch.device("cuda"), needs_grad=True)
     mixer(torch.randn(1, 8, 54))
-    assert mixer.backend == "torch-reference" and "power-of-two" in mixer.backend_reason
+    assert mixer.backend == "torch-chunked" and "power-of-two" in mixer.backend_reason
     problem = make_mixer().fla_problem(torch.device("cuda"), needs_grad=False)  # 32 wide
     assert problem is None or "power-of-two" not in problem
 

@@ -12,6 +12,9 @@ Paths (q, k (B, T, G, K) with G groups shared by H / G heads; v (B, T, H, V); g 
 lam (B, T, H, L) -> o (B, T, H, V)):
   log_linear_reference  the quadratic masked form in plain torch, in blocks of query rows:
                         O(T^2 (K + V)) work per row and head
+  log_linear_chunked    the same sum in plain torch, in chunks of C tokens (a power of two):
+                        the quadratic form inside each chunk, and for earlier chunks one K x V
+                        state per chunk, summed per level; O(T (C (K + V) + L K V)) work
   log_linear_fla        fla's chunk_log_linear_attn (CUDA)
   fenwick_step          one decode token on L = level_count(max_len) states: O(log T) memory;
                         every level decays, the output reads them, then levels 0..p merge into
@@ -46,7 +49,7 @@ def _expand_groups(t: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def log_linear_reference(q, k, v, g, lam, scale: float) -> torch.Tensor:
-    acc = torch.promote_types(v.dtype, torch.float32)
+    acc, out_dtype = torch.promote_types(v.dtype, torch.float32), v.dtype
     B, T, H, _ = v.shape
     q, k = (_expand_groups(t, H).to(acc) for t in (q, k))
     v, g, lam = v.to(acc), g.to(acc), lam.to(acc)
@@ -62,7 +65,61 @@ def log_linear_reference(q, k, v, g, lam, scale: float) -> torch.Tensor:
         weight = torch.einsum("bthl,tsl->btsh", lam[:, t], one_hot)  # lam[t, level(t, s)]
         scores = torch.einsum("bthk,bshk->btsh", q[:, t], k) * torch.exp(gap) * weight
         out.append(scale * torch.einsum("btsh,bshv->bthv", scores, v))
-    return torch.cat(out, dim=1).to(v.dtype)  # (B, T, H, V)
+    return torch.cat(out, dim=1).to(out_dtype)  # (B, T, H, V)
+
+
+def log_linear_chunked(q, k, v, g, lam, scale: float, chunk: int = 64) -> torch.Tensor:
+    """log_linear_reference's sum, chunk by chunk. With t = cC + i and s = c'C + j (C a power
+    of two): inside a chunk t XOR s = i XOR j, so level(t, s) = level(i, j); for an earlier
+    chunk c' < c the high bits differ, so level(t, s) = log2(C) + level(c, c'), one level for
+    the whole chunk pair. Each earlier chunk is therefore read through its state
+    U_c' = sum_j exp(G_end(c') - G_j) k_j v_j^T, decayed to the end of chunk c - 1 and summed per
+    level; the query weighs each level's sum by lam[t, level]."""
+    if chunk < 1 or chunk & (chunk - 1):
+        raise ValueError(f"chunk must be a power of two, not {chunk}")
+    acc, out_dtype = torch.promote_types(v.dtype, torch.float32), v.dtype
+    B, T, H, _ = v.shape
+    n_levels = lam.shape[-1]
+    q, k = (_expand_groups(t, H).to(acc) for t in (q, k))
+    v, g, lam = v.to(acc), g.to(acc), lam.to(acc)
+    C = min(chunk, 1 << max(0, T - 1).bit_length())  # a short sequence is one chunk
+    pad = -T % C
+    if pad:  # zero keys, values and decays after the end change no earlier output
+        q, k, v, g, lam = (torch.nn.functional.pad(t, (0,) * (2 * t.dim() - 3) + (pad,))
+                           for t in (q, k, v, g, lam))
+    n = (T + pad) // C
+
+    def by_chunk(t):  # (B, nC, H, ...) -> (B, n, H, C, ...)
+        return t.unflatten(1, (n, C)).transpose(2, 3)
+
+    qc, kc, vc, lc = by_chunk(q), by_chunk(k), by_chunk(v), by_chunk(lam)  # (B, n, H, C, *)
+    G = by_chunk(torch.cumsum(g, dim=1))  # (B, n, H, C)
+    i = torch.arange(C, device=v.device)
+    # Inside each chunk: the quadratic form.
+    causal = i[None, :] <= i[:, None]  # (C, C): s <= t
+    gap = (G[..., :, None] - G[..., None, :]).masked_fill(~causal, float("-inf"))
+    level = levels(i[:, None], i[None, :], C).clamp(max=n_levels - 1)  # (C, C)
+    weight = lc[..., i[:, None], level]  # (B, n, H, C, C): lam[t, level(t, s)]
+    scores = (qc @ kc.transpose(-1, -2)) * torch.exp(gap) * weight
+    out = scores @ vc  # (B, n, H, C, V)
+    if n > 1:
+        # Earlier chunks: U_c' (B, n, H, K, V), decayed from each chunk's end to the end of the
+        # chunk before the query's, then summed per level.
+        end = G[..., -1]  # (B, n, H)
+        states = (kc * torch.exp(end[..., None] - G)[..., None]).transpose(-1, -2) @ vc
+        before = torch.cat([G[:, :1, :, 0], end[:, :-1]], dim=1)  # (B, n, H): G at cC - 1
+        c = torch.arange(n, device=v.device)
+        earlier = c[None, :] < c[:, None]  # (n, n): c' < c
+        chunk_gap = (before.transpose(1, 2)[..., :, None] - end.transpose(1, 2)[..., None, :])
+        chunk_decay = torch.exp(chunk_gap.masked_fill(~earlier, float("-inf")))  # (B, H, n, n)
+        chunk_level = (C.bit_length() - 1 + levels(c[:, None], c[None, :], n)).clamp(max=n_levels - 1)
+        into_chunk = torch.exp(G - before[..., None])[..., None]  # (B, n, H, C, 1)
+        for lv in torch.unique(chunk_level[earlier]).tolist():
+            mix = chunk_decay * (chunk_level == lv)  # (B, H, n, n)
+            summed = torch.einsum("bhcd,bdhkv->bchkv", mix, states)  # (B, n, H, K, V)
+            out = out + lc[..., lv, None] * into_chunk * (qc @ summed)
+    out = (scale * out).transpose(2, 3).flatten(1, 2)[:, :T]  # (B, T, H, V)
+    return out.to(out_dtype)
 
 
 def log_linear_fla(q, k, v, g, lam, scale: float) -> torch.Tensor:

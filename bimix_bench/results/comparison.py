@@ -132,8 +132,10 @@ def comparison_frame(records: list[dict]) -> tuple[pd.DataFrame, list[str]]:
     summary = aggregate(records_frame(records))
     if summary.empty:
         return pd.DataFrame(columns=COMPARE_COLUMNS), ["no records"]
-    table = summary.merge(_per_group_facts(records), on=KEY + ["model"], how="left")
-    notes: list[str] = counted_records(records)[1]
+    counted, notes = counted_records(records)
+    # The row's facts come from the records its figures come from (not from a grid's other
+    # rates, or an earlier record of a seed that was run again).
+    table = summary.merge(_per_group_facts(counted), on=KEY + ["model"], how="left")
     for column in RELATIVE.values():
         table[column] = math.nan
     table["quality_vs_transformer"] = math.nan
