@@ -23,8 +23,9 @@ from bimix_bench.engine.device import (
     reset_peak_memory,
 )
 from bimix_bench.engine.optim import build_optimizer
+from bimix_bench.engine.trainer import training_loss
 from bimix_bench.models.backbone import LanguageModel
-from bimix_bench.task import TaskData, sequence_loss
+from bimix_bench.task import TaskData
 from bimix_bench.timing import timed_median
 
 
@@ -76,12 +77,13 @@ def decode_workload(model: LanguageModel, tokens: torch.Tensor, n_new: int,
 
 def make_train_step(model: torch.nn.Module, batch, objective: str, train: TrainConfig,
                     autocast: Callable[[], Any]) -> Callable[[], None]:
-    """One fwd + bwd + AdamW step of `model` on `batch`, as a callable (updates `model`)."""
+    """One fwd + bwd + AdamW step of `model` on `batch`, as a callable (updates `model`): the
+    trainer's loss (logits at the scored positions, the mixers' auxiliary losses)."""
     optimizer = build_optimizer(model, train)
 
     def train_step() -> None:
         with autocast():
-            loss = sequence_loss(objective, model(batch.tokens, batch.lengths), batch)
+            loss = training_loss(model, model, batch, objective)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -218,7 +220,7 @@ def measure_ddp_train_throughput(model: LanguageModel, data: TaskData, cfg: dict
 
     def train_step() -> None:
         with autocast():
-            loss = sequence_loss(data.objective, trainee(local.tokens, local.lengths), local)
+            loss = training_loss(trainee, trainee.module, local, data.objective)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

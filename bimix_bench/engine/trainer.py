@@ -82,6 +82,21 @@ def planned_steps(cfg: dict[str, Any], data: TaskData) -> int:
     return max(1, train.epochs * per_epoch)
 
 
+def training_loss(forward: Callable[..., torch.Tensor], model: LanguageModel, batch,
+                  objective: str) -> torch.Tensor:
+    """The loss a training step minimises: the task's loss, with logits only at the scored
+    positions, plus each mixer's auxiliary loss (BiMix's gate distillation). `forward` is the
+    model or its DDP wrapper. The trainer and the throughput timing both call this, so the
+    step that is timed is the step that is trained."""
+    logits = forward(batch.tokens, batch.lengths, scored=scored_positions(objective, batch))
+    loss = sequence_loss(objective, logits, batch)
+    for mixer in model.mixers:
+        extra = mixer.aux_loss()
+        if extra is not None:
+            loss = loss + extra
+    return loss
+
+
 def train_model(
     model: LanguageModel,
     data: TaskData,
@@ -141,12 +156,7 @@ def train_model(
         lr = lr_at(step, total_steps, train)
         set_lr(optimizer, lr)
         with autocast():
-            logits = forward(batch.tokens, batch.lengths, scored=scored_positions(data.objective, batch))
-            loss = sequence_loss(data.objective, logits, batch)
-            for mixer in model.mixers:
-                extra = mixer.aux_loss()
-                if extra is not None:
-                    loss = loss + extra
+            loss = training_loss(forward, model, batch, data.objective)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
