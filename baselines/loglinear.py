@@ -120,7 +120,8 @@ class LogLinearMamba2(Mamba2):
         if self.requested_backend == "reference":
             self.backend, self.backend_reason = "torch-reference", "reference requested"
             return log_linear_reference
-        why = "chunked requested" if self.requested_backend == "chunked" else f"plain-torch chunkwise form: {problem}"
+        why = ("chunked requested" if self.requested_backend == "chunked"
+               else f"plain-torch chunkwise form: {problem}")
         self.backend, self.backend_reason = "torch-chunked", why
         return partial(log_linear_chunked, chunk=self.chunk_size)
 

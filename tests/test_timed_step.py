@@ -46,7 +46,8 @@ def test_the_timed_step_scores_only_the_answer_positions_and_adds_the_aux_losses
     monkeypatch.setattr(LanguageModel, "forward", spy)
     for mixer in model.mixers:
         monkeypatch.setattr(mixer, "aux_loss", lambda: aux_calls.append(1) or torch.tensor(0.0))
-    step = make_train_step(model, batch, "lm", train_config(CFG), autocast_factory(torch.device("cpu"), "fp32"))
+    autocast = autocast_factory(torch.device("cpu"), "fp32")
+    step = make_train_step(model, batch, "lm", train_config(CFG), autocast)
     step()
     assert len(seen) == 1 and seen[0] is not None
     assert torch.equal(seen[0], batch.targets != -100)
@@ -57,5 +58,6 @@ def test_the_trainers_loss_is_the_mean_over_the_scored_positions():
     model, batch = _model(), _answer_batch()
     with torch.no_grad():
         full = model(batch.tokens, batch.lengths)  # (B, T, V)
-        expected = torch.nn.functional.cross_entropy(full[batch.targets != -100], batch.targets[batch.targets != -100])
+        scored = batch.targets != -100
+        expected = torch.nn.functional.cross_entropy(full[scored], batch.targets[scored])
         torch.testing.assert_close(training_loss(model, model, batch, "lm"), expected)

@@ -114,7 +114,11 @@ def log_linear_chunked(q, k, v, g, lam, scale: float, chunk: int = 64) -> torch.
         chunk_decay = torch.exp(chunk_gap.masked_fill(~earlier, float("-inf")))  # (B, H, n, n)
         chunk_level = (C.bit_length() - 1 + levels(c[:, None], c[None, :], n)).clamp(max=n_levels - 1)
         into_chunk = torch.exp(G - before[..., None])[..., None]  # (B, n, H, C, 1)
-        for lv in torch.unique(chunk_level[earlier]).tolist():
+        # Chunk pairs reach levels 1 .. bit_length(n - 1) (pair (2^(l-1), 0) has level l): the
+        # levels in use, known on the host, without reading chunk_level back from the device.
+        in_use = sorted({min(C.bit_length() - 1 + lv, n_levels - 1)
+                         for lv in range(1, (n - 1).bit_length() + 1)})
+        for lv in in_use:
             mix = chunk_decay * (chunk_level == lv)  # (B, H, n, n)
             summed = torch.einsum("bhcd,bdhkv->bchkv", mix, states)  # (B, n, H, K, V)
             out = out + lc[..., lv, None] * into_chunk * (qc @ summed)
