@@ -395,3 +395,14 @@ def test_model_variant_names_the_options_set_away_from_the_defaults():
     defaults = {"pattern": "pow2", "backend": "auto", "conv_width": 4}
     assert model_variant(dict(defaults), defaults) is None
     assert model_variant({**defaults, "pattern": "sqrt", "conv_width": 2}, defaults) == "conv_width=2,pattern=sqrt"
+
+
+def test_seeds_at_different_fixed_rates_are_flagged():
+    """Two fixed-rate probes of one protocol pool as seeds of one cell; the row says so."""
+    records = [_rec("transformer", 0, 0.6, config={"train": {"lr": 4.6e-4}}),
+               _rec("transformer", 1, 0.0, config={"train": {"lr": 1e-3}}),
+               _rec("bimix", 0, 0.5, config={"train": {"lr": 4.6e-4}}),
+               _rec("bimix", 1, 0.5, config={"train": {"lr": 4.6e-4}})]
+    table, _ = comparison_frame(records)
+    assert "seeds trained at different rates (0.00046, 0.001)" in _row(table, "transformer")["flags"]
+    assert "different rates" not in _row(table, "bimix")["flags"]

@@ -12,6 +12,7 @@ Flags (per row, and table-wide notes):
     Transformer, from the group's median);
   - kernels of different kinds in one group: a fused GPU kernel against a torch reference
     path, or CPU figures against GPU figures (speeds are then not comparable);
+  - seeds trained at different fixed rates, pooled as one cell;
   - different budgets in one table, and groups without a Transformer to relate to.
 """
 
@@ -192,6 +193,11 @@ def _flag_group(table: pd.DataFrame, index, base: pd.DataFrame) -> None:
             off = p / ref_params - 1.0
             if abs(off) > PARAM_MISMATCH:
                 flags.append(f"params {off:+.1%} vs {ref_name}")
+        rates = row.get("lr")
+        if isinstance(rates, str) and ", " in rates:
+            # Fixed-rate runs of one protocol at different rates (probes, say) are pooled as
+            # seeds of one cell; the row is then no model's result at one rate.
+            flags.append(f"seeds trained at different rates ({rates}): not one cell")
         own = row["backend_kind"] if isinstance(row["backend_kind"], str) else ""
         if ", " in own:
             flags.append(f"seeds ran on different kernel kinds ({own})")
