@@ -85,11 +85,12 @@ def log_linear_chunked(q, k, v, g, lam, scale: float, chunk: int = 64) -> torch.
     C = min(chunk, 1 << max(0, T - 1).bit_length())  # a short sequence is one chunk
     pad = -T % C
     if pad:  # zero keys, values and decays after the end change no earlier output
+        # F.pad's pairs run from the last dimension back; the last pair pads dimension 1.
         q, k, v, g, lam = (torch.nn.functional.pad(t, (0,) * (2 * t.dim() - 3) + (pad,))
                            for t in (q, k, v, g, lam))
     n = (T + pad) // C
 
-    def by_chunk(t):  # (B, nC, H, ...) -> (B, n, H, C, ...)
+    def by_chunk(t):  # (B, n C, H, ...) -> (B, n, H, C, ...)
         return t.unflatten(1, (n, C)).transpose(2, 3)
 
     qc, kc, vc, lc = by_chunk(q), by_chunk(k), by_chunk(v), by_chunk(lam)  # (B, n, H, C, *)
