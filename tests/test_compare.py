@@ -406,3 +406,21 @@ def test_seeds_at_different_fixed_rates_are_flagged():
     table, _ = comparison_frame(records)
     assert "seeds trained at different rates (0.00046, 0.001)" in _row(table, "transformer")["flags"]
     assert "different rates" not in _row(table, "bimix")["flags"]
+
+
+def test_fixed_rate_runs_sharing_a_seed_are_chosen_among_on_validation():
+    """Probes at two rates with seed 0 in common: the rate with the better seed-0 validation
+    counts (as a grid's choice would), whatever the test split says; the other is left out."""
+    def probe(seed: int, lr: float, val: float, test: float) -> dict:
+        rec = _rec("transformer", seed, test, config={"train": {"lr": lr}})
+        rec["metrics"]["val"] = {"accuracy": val, "loss": 1.0}
+        return rec
+
+    records = [probe(0, 4.6e-4, val=0.7, test=0.6), probe(1, 4.6e-4, val=0.9, test=0.9),
+               probe(0, 1e-3, val=0.2, test=0.95)]  # the best test score is at the worse rate
+    table, notes = comparison_frame(records)
+    row = _row(table, "transformer")
+    assert row["n_ok"] == 2 and row["mean"] == pytest.approx(0.75)
+    assert "different rates" not in row["flags"]
+    assert any("fixed-rate runs at 0.00046, 0.001; 0.00046 counted, chosen on seed 0's "
+               "validation" in note for note in notes)

@@ -6,7 +6,8 @@ the later seeds get) and `compare` (which seed-0 record counts) cannot disagree,
 run chooses exactly as the first process would have. The test split is never read.
 
 A record's "learning_rate" says {lr, grid, role[, chosen_from]}; records without it trained at
-one fixed rate.
+one fixed rate. Fixed-rate runs of one cell at several rates (probes, one rate per run folder)
+are chosen among by the same rule where the rates share a seed (at_chosen_fixed_rates).
 """
 
 from __future__ import annotations
@@ -90,6 +91,41 @@ def at_chosen_rates(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             failed_grids.add(key)
             kept.append(r)
     return kept
+
+
+def at_chosen_fixed_rates(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Fixed-rate records of one (task, subtask, budget, model) at several rates, as probes
+    run one rate per folder leave them, chosen among as a grid is: the rate whose record on the
+    lowest seed that every rate has ranks best on validation (ties: the smaller rate); the
+    records at the other rates are left out, with a note. Where the rates share no seed there is
+    no like-for-like choice and every record is kept (`compare` flags the row: "seeds trained at
+    different rates"). Returns (kept records, notes)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for rec in records:
+        if lr_role(rec) == "fixed" and record_lr(rec) is not None:
+            key = (rec["task"], rec["subtask"], rec["budget"], rec["model"])
+            groups.setdefault(key, []).append(rec)
+    left_out: set[int] = set()
+    notes = []
+    for key, group in groups.items():
+        seeds_at = {}
+        for rec in group:
+            seeds_at.setdefault(record_lr(rec), set()).add(rec["seed"])
+        shared = set.intersection(*seeds_at.values())
+        if len(seeds_at) < 2 or not shared:
+            continue
+        seed = min(shared)
+
+        def rank(lr: float) -> tuple[tuple[float, float], float]:
+            at_seed = [r for r in group if record_lr(r) == lr and r["seed"] == seed]
+            return max(validation_rank(r) for r in at_seed), -lr
+
+        chosen = max(seeds_at, key=rank)
+        left_out |= {id(r) for r in group if record_lr(r) != chosen}
+        rates = ", ".join(f"{lr:g}" for lr in sorted(seeds_at))
+        notes.append(f"{key[0]}/{key[1]} ({key[2]}) {key[3]}: fixed-rate runs at {rates}; "
+                     f"{chosen:g} counted, chosen on seed {seed}'s validation as a grid chooses")
+    return [r for r in records if id(r) not in left_out], notes
 
 
 def incomplete_grids(records: list[dict[str, Any]]) -> list[str]:

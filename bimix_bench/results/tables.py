@@ -59,15 +59,22 @@ def t_quantile_975(df: int) -> float:
 def counted_records(records: list[dict]) -> tuple[list[dict], list[str]]:
     """The records that count as results, and notes on what was left out:
     - the cells of a learning-rate grid at a rate that was not chosen (lr_selection.py);
+    - fixed-rate runs of one cell at rates other than the one validation chooses among them
+      (lr_selection.at_chosen_fixed_rates);
     - repeats of one seed: the same (task, subtask, budget, model, seed) found more than once,
       e.g. in two run folders given to `compare`, is one seed, not several independent ones.
       The latest record that finished ok is kept (else the latest).
     A grid that has not tried every rate yet is named in the notes too."""
-    from bimix_bench.results.lr_selection import at_chosen_rates, incomplete_grids
+    from bimix_bench.results.lr_selection import (
+        at_chosen_fixed_rates,
+        at_chosen_rates,
+        incomplete_grids,
+    )
 
     best: dict[tuple, dict] = {}
     repeats: dict[tuple, int] = {}
-    for rec in at_chosen_rates(records):
+    kept, fixed_notes = at_chosen_fixed_rates(at_chosen_rates(records))
+    for rec in kept:
         key = (rec["task"], rec["subtask"], rec["budget"], rec["model"], rec["seed"])
         old = best.get(key)
         repeats[key] = repeats.get(key, 0) + 1
@@ -76,7 +83,7 @@ def counted_records(records: list[dict]) -> tuple[list[dict], list[str]]:
             best[key] = rec
     notes = [f"{'/'.join(str(k) for k in key[:4])} seed {key[4]}: {n} records of the same seed, "
              "counted once (the latest that finished ok)" for key, n in repeats.items() if n > 1]
-    return list(best.values()), notes + incomplete_grids(records)
+    return list(best.values()), fixed_notes + notes + incomplete_grids(records)
 
 
 def records_frame(records: list[dict]) -> pd.DataFrame:
