@@ -101,6 +101,7 @@ def test_list_protocols_shows_what_each_family_trains_per_budget():
         (["run", "--task", "lra", "--bogus"], "No such option"),
         (["list", "everything"], "unknown section"),
         (["compare", "/nonexistent/run"], "no such run folder"),
+        (["run", "--task", "lra", "--plan", "--nproc", "2"], "--plan times one process"),
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_2(argv, message, capsys):
@@ -203,3 +204,17 @@ def test_a_run_with_model_options_records_its_variant_and_keeps_it_on_resume(tmp
     assert CliRunner().invoke(app, ["run", "--resume", str(out)]).exit_code == 0
     [again] = read_records(out)
     assert again["variant"] == rec["variant"]
+
+
+def test_plan_counts_the_validations_the_run_made(run_dir):
+    """The plan's count of validation passes is the trainer's (every eval_every and at the end)."""
+    from bimix_bench.engine.plan import _validations
+
+    (rec,) = read_records(run_dir)
+    assert _validations(rec["steps"], 2) == len(rec["data"]["train_history"]) == 2
+
+
+def test_plan_of_a_finished_run_has_nothing_to_train(run_dir):
+    result = CliRunner().invoke(app, ["run", "--resume", str(run_dir), "--plan"])
+    assert result.exit_code == 0, result.output
+    assert "nothing to train" in result.output

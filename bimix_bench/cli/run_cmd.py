@@ -70,6 +70,12 @@ def run(
         "GPU (the cpu budget's) gain from it; at the small budget cells side by side were slower "
         "than one after another (docs/scaling.md).",
     ),
+    plan: bool = typer.Option(
+        False, "--plan", help="Train nothing: list the cells the run would train (with --resume, "
+        "those still to train) and what they cost on this machine, from one training step and "
+        "one validation timed per model and subtask; the worst case is every cell to its step "
+        "cap.",
+    ),
     shard: str = typer.Option(None, "--shard", hidden=True, help="k/N: run every N-th cell (used by --gpus)."),
     defer_throughput: bool = typer.Option(
         False, "--defer-throughput", hidden=True,
@@ -104,6 +110,11 @@ def run(
         data_dir=data_dir, device=device, save_checkpoints=checkpoints, shard=_parse_shard(shard),
         defer_throughput=defer_throughput, lr_from=lr_from,
     )
+    if plan:
+        if nproc is not None or gpus is not None:
+            raise UsageError("--plan times one process on --device; drop --nproc/--gpus")
+        _print_plan(request)
+        return
     if nproc is not None or gpus is not None:
         run_dir = _launch(request, nproc, gpus)
     else:
@@ -115,6 +126,34 @@ def run(
     console.print(records_table(frame, run_dir.name, RUN_VIEW, width=console.width))
     console.print(f"records: {run_dir / 'records.jsonl'}   tables: {run_dir / 'summary.md'}")
 
+
+
+def _print_plan(request: RunRequest) -> None:
+    """The cells `request` would train and their cost here (engine/plan.py)."""
+    import torch
+
+    from bimix_bench.cli.plan_view import print_plan
+    from bimix_bench.engine.device import pick_device
+    from bimix_bench.engine.plan import plan_costs
+    from bimix_bench.engine.runner import prepare, unfinished_cells
+    from bimix_bench.env import cpu_model
+
+    cfg, cells, task = prepare(request)
+    if request.resume is not None:
+        cells = unfinished_cells(request.resume, cells)
+        data_dir = cfg["run"].get("data_dir")
+        request.data_dir = Path(data_dir) if data_dir else None
+    if not cells:
+        console.print("nothing to train: every cell of the run is recorded")
+        return
+    device = pick_device(request.device)
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"CPU ({cpu_model()}), {torch.get_num_threads()} torch threads")
+    repeats = 3
+    with console.status("timing") as status:
+        costs = plan_costs(cfg, cells, task, device, request.data_dir, repeats,
+                           progress=status.update)
+    print_plan(costs, where, repeats)
 
 
 def _launch(request: RunRequest, nproc: int | None, gpus: str | None) -> Path:

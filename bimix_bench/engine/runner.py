@@ -263,6 +263,12 @@ def cells_ready_to_train(run_dir: Path) -> list[Cell]:
     return ready_to_train([c for c in cells if c.key not in done], recorded)
 
 
+def unfinished_cells(run_dir: Path, cells: list[Cell]) -> list[Cell]:
+    """The cells of a run folder that have neither a record nor a parked result."""
+    _, done = _finished_cells(Path(run_dir))
+    return [c for c in cells if c.key not in done]
+
+
 def _finished_cells(run_dir: Path) -> tuple[set[tuple], set[tuple]]:
     """(recorded, done): the Cell.key of every cell with a record, and of every cell with a
     record or parked for timing (`run --gpus`)."""

@@ -1,0 +1,113 @@
+"""What a run would cost on this machine before it trains: `bimix-bench run --plan`.
+
+Per (model, subtask) of the run: the cells still to train, each cell's step cap, and one
+training step and one validation pass timed here with the run's own sizing, batch and
+precision. The step is the trainer's (engine/throughput.make_train_step, the step the run
+records time) and the timing is the project's one method (timing.timed_median). The worst case
+is every cell trained to its cap, which early stopping only shortens; test scoring and
+throughput timing come on top. Nothing is written.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from bimix_bench.config import subtask_train
+from bimix_bench.config.sections import eval_config, train_config
+from bimix_bench.engine.cells import Cell
+from bimix_bench.engine.device import autocast_factory
+from bimix_bench.engine.throughput import full_length_batch, make_train_step
+from bimix_bench.engine.trainer import batch_size_for, planned_steps
+from bimix_bench.errors import SkipCell
+from bimix_bench.task import TaskData, evaluate_split
+from bimix_bench.timing import timed_median
+
+
+@dataclass
+class CellCost:
+    """One (model, subtask) of a plan: how many cells, and what one of them costs here."""
+
+    model: str
+    subtask: str
+    cells: int
+    steps: int  # the protocol's cap per cell (train.steps, or the epochs' steps)
+    validation_every: int  # steps between validations (and one at the end)
+    tokens_per_step: int  # batch x context of a full-length training batch
+    step_s: float  # median seconds of one training step (fwd + bwd + optimizer)
+    validation_s: float  # seconds of one validation pass
+    skipped: str | None = None  # why the subtask's data could not be built here
+
+    def cell_s(self, steps: int | None = None) -> float:
+        """Seconds of one cell's training and validation over `steps` steps (default: the
+        cap; a record's `steps` where it stopped early)."""
+        steps = self.steps if steps is None else steps
+        return steps * self.step_s + _validations(steps, self.validation_every) * self.validation_s
+
+    @property
+    def worst_case_s(self) -> float:
+        """Every cell trained to its cap."""
+        return self.cells * self.cell_s()
+
+
+def _validations(steps: int, interval: int) -> int:
+    """Validation passes of a training of `steps` steps: every `interval` and at the end
+    (the trainer's rule)."""
+    return steps // interval + (1 if steps % interval else 0)
+
+
+def time_cell(cell: Cell, data: TaskData, cfg: dict[str, Any], device: torch.device,
+              repeats: int = 3, warmup: int = 1) -> tuple[float, float]:
+    """(seconds of one training step, seconds of one validation pass) of `cell`'s model on
+    `data`, built as the run builds it and timed on a full-length training batch."""
+    from bimix_bench.engine.runner import SilentReporter, _build
+
+    cell_cfg = {**cfg, "train": subtask_train(cfg, cell.subtask)}
+    model, _ = _build(cell, data, cell_cfg, device, {}, SilentReporter())
+    train = train_config(cell_cfg)
+    autocast = autocast_factory(device, train.precision)
+    batch = full_length_batch(data, batch_size_for(cell_cfg, data.context)).to(device)
+    step = make_train_step(copy.deepcopy(model).train(), batch, data.objective, train, autocast)
+    step_s = timed_median(step, device, warmup, repeats)
+    evaluation = eval_config(cell_cfg)
+
+    def validate() -> None:
+        evaluate_split(model, data, "val", device, evaluation.batch_size,
+                       limit=evaluation.val_examples, autocast=autocast)
+
+    validation_s = timed_median(validate, device, 1, 1)
+    return step_s, validation_s
+
+
+def plan_costs(cfg: dict[str, Any], cells: list[Cell], task: Any, device: torch.device,
+               data_dir=None, repeats: int = 3, progress=None) -> list[CellCost]:
+    """A CellCost per (model, subtask) of `cells`, in run order. `progress(text)`, when given,
+    is told which model it times."""
+    groups: dict[tuple[str, str], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.model, cell.subtask), []).append(cell)
+    data_of: dict[str, TaskData | SkipCell] = {}
+    costs = []
+    for (model, subtask), group in groups.items():
+        if subtask not in data_of:
+            try:
+                data_of[subtask] = task.load(subtask, cfg["task"], group[0].seed, data_dir)
+            except SkipCell as skip:
+                data_of[subtask] = skip
+        data = data_of[subtask]
+        if isinstance(data, SkipCell):
+            costs.append(CellCost(model, subtask, len(group), 0, 1, 0, 0.0, 0.0, str(data)))
+            continue
+        if progress is not None:
+            progress(f"timing {model} on {subtask}")
+        cell_cfg = {**cfg, "train": subtask_train(cfg, subtask)}
+        steps = planned_steps(cell_cfg, data)
+        interval = train_config(cell_cfg).validation_interval(steps)
+        step_s, validation_s = time_cell(group[0], data, cfg, device, repeats)
+        tokens = batch_size_for(cell_cfg, data.context) * data.context
+        costs.append(CellCost(model, subtask, len(group), steps, interval, tokens, step_s,
+                              validation_s))
+    return costs
