@@ -208,10 +208,10 @@ def test_a_run_with_model_options_records_its_variant_and_keeps_it_on_resume(tmp
 
 def test_plan_counts_the_validations_the_run_made(run_dir):
     """The plan's count of validation passes is the trainer's (every eval_every and at the end)."""
-    from bimix_bench.engine.plan import _validations
+    from bimix_bench.engine.trainer import validation_count
 
     (rec,) = read_records(run_dir)
-    assert _validations(rec["steps"], 2) == len(rec["data"]["train_history"]) == 2
+    assert validation_count(rec["steps"], 2) == len(rec["data"]["train_history"]) == 2
 
 
 def test_plan_of_a_finished_run_has_nothing_to_train(run_dir):

@@ -21,7 +21,7 @@ from bimix_bench.config.sections import eval_config, train_config
 from bimix_bench.engine.cells import Cell
 from bimix_bench.engine.device import autocast_factory
 from bimix_bench.engine.throughput import full_length_batch, make_train_step
-from bimix_bench.engine.trainer import batch_size_for, planned_steps
+from bimix_bench.engine.trainer import batch_size_for, planned_steps, validation_count
 from bimix_bench.errors import SkipCell
 from bimix_bench.task import TaskData, evaluate_split
 from bimix_bench.timing import timed_median
@@ -45,18 +45,13 @@ class CellCost:
         """Seconds of one cell's training and validation over `steps` steps (default: the
         cap; a record's `steps` where it stopped early)."""
         steps = self.steps if steps is None else steps
-        return steps * self.step_s + _validations(steps, self.validation_every) * self.validation_s
+        validations = validation_count(steps, self.validation_every)
+        return steps * self.step_s + validations * self.validation_s
 
     @property
     def worst_case_s(self) -> float:
         """Every cell trained to its cap."""
         return self.cells * self.cell_s()
-
-
-def _validations(steps: int, interval: int) -> int:
-    """Validation passes of a training of `steps` steps: every `interval` and at the end
-    (the trainer's rule)."""
-    return steps // interval + (1 if steps % interval else 0)
 
 
 def time_cell(cell: Cell, data: TaskData, cfg: dict[str, Any], device: torch.device,

@@ -82,6 +82,12 @@ def planned_steps(cfg: dict[str, Any], data: TaskData) -> int:
     return max(1, train.epochs * per_epoch)
 
 
+def validation_count(steps: int, every: int) -> int:
+    """Validation passes of a training of `steps` steps: after every `every` steps and after
+    the last (the rule of train_model's loop; `run --plan` counts with it)."""
+    return steps // every + (1 if steps % every else 0)
+
+
 def training_loss(forward: Callable[..., torch.Tensor], model: LanguageModel, batch,
                   objective: str) -> torch.Tensor:
     """The loss a training step minimises: the task's loss, with logits only at the scored
