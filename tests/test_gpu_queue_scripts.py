@@ -332,3 +332,36 @@ def test_parked_cells_go_first_and_travel_with_their_weights(tmp_path):
     assert result.stdout.split() == ["job/model/pending/a-lr0.01.json", "job/model/pending/a-lr0.01.pt",
                                      "job/model/state/small.pt"]
     assert "1 parked cells or training states left behind" in result.stderr
+
+
+def test_records_an_earlier_call_made_come_back_when_the_folder_was_copied_over(checkout):
+    """A call's copy of a committed job folder lacks the records the machine made in the last
+    call when that call's archive was not unpacked first: the queue appends them from what it
+    kept on the machine, once, before the job resumes the folder."""
+    folder = checkout / "results/gpu/grown"
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("made: by a run\n")
+    (checkout / "q.queue").write_text("run grown - --task mqar --models nope\n")
+    kept = checkout / ".queue_kept/grown/records.jsonl"
+    kept.parent.mkdir(parents=True)
+    kept.write_text('{"cell": 0}\n{"cell": 1}\n{"cell": 2}\n')  # what the last call left
+    (folder / "records.jsonl").write_text('{"cell": 0}\n')  # the committed copy
+
+    first = bash(checkout, "scripts/gpu/run_queue.sh", "200", "q.queue")
+    assert "restored 2 records" in first.stdout
+    assert (folder / "records.jsonl").read_text().splitlines() == [
+        '{"cell": 0}', '{"cell": 1}', '{"cell": 2}']
+    assert kept.read_text() == (folder / "records.jsonl").read_text()  # kept after the job
+
+    again = bash(checkout, "scripts/gpu/run_queue.sh", "200", "q.queue")
+    assert "restored" not in again.stdout
+    assert len((folder / "records.jsonl").read_text().splitlines()) == 3
+
+
+def test_kept_records_never_recreate_a_job_folder_that_is_gone(checkout):
+    kept = checkout / ".queue_kept/gone/records.jsonl"
+    kept.parent.mkdir(parents=True)
+    kept.write_text('{"cell": 0}\n')
+    result = bash(checkout, "-c", "python3 scripts/gpu/kept_records.py restore results/gpu/gone "
+                                  ".queue_kept/gone")
+    assert result.returncode == 0 and not (checkout / "results/gpu/gone").exists()

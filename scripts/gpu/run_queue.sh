@@ -22,7 +22,9 @@
 # set, every job's folder is packed, without weights and training states, into $OUT/NAME.tgz with
 # its log; scripts/gpu/unpack_returned.sh puts those back into a checkout, which must happen
 # before the next call wherever each call gets a fresh copy of the working tree (a result folder
-# copied over with its old records would have its new cells trained again). The training states
+# copied over with its old records would have its new cells trained again). On a machine kept
+# between calls the queue also puts such records back itself, from the copy it keeps in
+# .queue_kept/ (scripts/gpu/kept_records.py). The training states
 # of cut-off cells come back inside NAME.tgz when small enough, and unpacking puts them back,
 # so that the next call resumes those cells. The Triton kernel
 # cache is packed too, without its intermediate forms (scripts/gpu/triton_cache.sh); carrying
@@ -59,12 +61,17 @@ run_job() {
     mkdir -p "$job"; command="$rest"
   fi
   local left=$(( deadline - $(date +%s) )) start status
+  # Records this machine made for the job in an earlier call, lost when that call's archive was
+  # not unpacked before this call's copy of the folder replaced it (scripts/gpu/kept_records.py).
+  [[ "$kind" != cmd ]] && python3 scripts/gpu/kept_records.py restore "$job" ".queue_kept/$name" \
+    | tee -a "$log"
   echo "+ [$name, ${left}s left] $command" | tee -a "$log"
   echo "$job" >>runs/gpu/touched
   start=$(date +%s)
   JOB="$job" timeout -s INT -k 30 "$(( left - 35 ))" bash -c "$command" >>"$log" 2>&1
   status=$?
   echo "= $name: exit $status after $(( $(date +%s) - start ))s" | tee -a "$log"
+  [[ "$kind" != cmd ]] && python3 scripts/gpu/kept_records.py keep "$job" ".queue_kept/$name"
   (( status == 0 )) && touch "runs/gpu/$name.done"
   return 0
 }
