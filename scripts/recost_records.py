@@ -19,9 +19,8 @@ from pathlib import Path
 
 import torch
 
-from bimix_bench.engine.plan import plan_costs
+from bimix_bench.engine.plan import plan_costs, timing_place
 from bimix_bench.engine.runner import RunRequest, prepare
-from bimix_bench.env import cpu_model
 from bimix_bench.results.records import run_records
 
 
@@ -50,8 +49,7 @@ def main() -> None:
         key = (rec["task"], rec["budget"], rec["model"], rec.get("variant"), rec["subtask"])
         groups[key].append(rec)
     device = torch.device("cpu")
-    print(f"CPU ({cpu_model()}), {torch.get_num_threads()} torch threads; median of "
-          f"{args.repeats} training steps after one warm-up")
+    print(f"{timing_place(device)}; median of {args.repeats} training steps after one warm-up")
     per_model: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
     for (task, budget, model, variant, subtask), records in sorted(groups.items(), key=str):
         request = RunRequest(task=task, budget=budget, models=[model], subtasks=[subtask],

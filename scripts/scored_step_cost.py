@@ -15,19 +15,13 @@ import argparse
 
 import torch
 
-from bimix_bench.config.sections import train_config
-from bimix_bench.engine.device import autocast_factory
+from bimix_bench.config import subtask_train
 from bimix_bench.engine.optim import build_optimizer
-from bimix_bench.engine.runner import RunRequest, _build, prepare
-from bimix_bench.engine.throughput import full_length_batch, make_train_step
-from bimix_bench.engine.trainer import batch_size_for
+from bimix_bench.engine.plan import timing_setup
+from bimix_bench.engine.runner import RunRequest, prepare
+from bimix_bench.engine.throughput import make_train_step
 from bimix_bench.task import sequence_loss
 from bimix_bench.timing import timed_median
-
-
-class _Quiet:
-    def cell_started(self, *args) -> None:
-        return None
 
 
 def main() -> None:
@@ -44,10 +38,9 @@ def main() -> None:
                              subtasks=[args.subtask], seeds=[0])
         cfg, cells, task = prepare(request)
         data = task.load(args.subtask, cfg["task"], 0, None)
-        model, _ = _build(cells[0], data, cfg, device, {}, _Quiet())
-        batch = full_length_batch(data, batch_size_for(cfg, data.context))
-        train = train_config(cfg)
-        autocast = autocast_factory(device, train.precision)
+        setup = timing_setup(cells[0], data, {**cfg, "train": subtask_train(cfg, args.subtask)},
+                             device)
+        model, batch, train, autocast = setup.model, setup.batch, setup.train, setup.autocast
         scored_step = make_train_step(model, batch, data.objective, train, autocast)
         optimizer = build_optimizer(model, train)
 

@@ -130,13 +130,10 @@ def run(
 
 def _print_plan(request: RunRequest) -> None:
     """The cells `request` would train and their cost here (engine/plan.py)."""
-    import torch
-
     from bimix_bench.cli.plan_view import print_plan
     from bimix_bench.engine.device import pick_device
-    from bimix_bench.engine.plan import plan_costs
+    from bimix_bench.engine.plan import plan_costs, timing_place
     from bimix_bench.engine.runner import prepare, unfinished_cells
-    from bimix_bench.env import cpu_model
 
     cfg, cells, task = prepare(request)
     if request.resume is not None:
@@ -147,13 +144,11 @@ def _print_plan(request: RunRequest) -> None:
         console.print("nothing to train: every cell of the run is recorded")
         return
     device = pick_device(request.device)
-    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
-             else f"CPU ({cpu_model()}), {torch.get_num_threads()} torch threads")
     repeats = 3
     with console.status("timing") as status:
         costs = plan_costs(cfg, cells, task, device, request.data_dir, repeats,
                            progress=status.update)
-    print_plan(costs, where, repeats)
+    print_plan(costs, timing_place(device), repeats)
 
 
 def _launch(request: RunRequest, nproc: int | None, gpus: str | None) -> Path:

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from bimix_bench.config import subtask_train
-from bimix_bench.config.sections import eval_config, train_config
+from bimix_bench.config.sections import TrainConfig, eval_config, train_config
 from bimix_bench.engine.cells import Cell
 from bimix_bench.engine.device import autocast_factory
 from bimix_bench.engine.throughput import full_length_batch, make_train_step
 from bimix_bench.engine.trainer import batch_size_for, planned_steps, validation_count
+from bimix_bench.env import cpu_model
 from bimix_bench.errors import SkipCell
+from bimix_bench.models.backbone import LanguageModel
 from bimix_bench.task import TaskData, evaluate_split
 from bimix_bench.timing import timed_median
 
@@ -54,27 +56,51 @@ class CellCost:
         return self.cells * self.cell_s()
 
 
-def time_cell(cell: Cell, data: TaskData, cfg: dict[str, Any], device: torch.device,
+@dataclass
+class TimingSetup:
+    """A cell's model and one full-length training batch, built as the run builds them."""
+
+    model: LanguageModel
+    batch: Any  # the task's Batch on the device: (batch_size, context) tokens, no padding
+    train: TrainConfig
+    autocast: Callable[[], Any]
+
+
+def timing_setup(cell: Cell, data: TaskData, cell_cfg: dict[str, Any], device: torch.device
+                 ) -> TimingSetup:
+    """`cell`'s model (the width solved for the budget, initialised from the cell's seed) and a
+    full-length training batch; `cell_cfg` is the cell's config (its subtask's train keys)."""
+    from bimix_bench.engine.runner import SilentReporter, _build
+
+    model, _ = _build(cell, data, cell_cfg, device, {}, SilentReporter())
+    train = train_config(cell_cfg)
+    batch = full_length_batch(data, batch_size_for(cell_cfg, data.context)).to(device)
+    return TimingSetup(model, batch, train, autocast_factory(device, train.precision))
+
+
+def time_cell(cell: Cell, data: TaskData, cell_cfg: dict[str, Any], device: torch.device,
               repeats: int = 3, warmup: int = 1) -> tuple[float, float]:
     """(seconds of one training step, seconds of one validation pass) of `cell`'s model on
     `data`, built as the run builds it and timed on a full-length training batch."""
-    from bimix_bench.engine.runner import SilentReporter, _build
-
-    cell_cfg = {**cfg, "train": subtask_train(cfg, cell.subtask)}
-    model, _ = _build(cell, data, cell_cfg, device, {}, SilentReporter())
-    train = train_config(cell_cfg)
-    autocast = autocast_factory(device, train.precision)
-    batch = full_length_batch(data, batch_size_for(cell_cfg, data.context)).to(device)
-    step = make_train_step(copy.deepcopy(model).train(), batch, data.objective, train, autocast)
+    setup = timing_setup(cell, data, cell_cfg, device)
+    trainee = copy.deepcopy(setup.model).train()
+    step = make_train_step(trainee, setup.batch, data.objective, setup.train, setup.autocast)
     step_s = timed_median(step, device, warmup, repeats)
     evaluation = eval_config(cell_cfg)
 
     def validate() -> None:
-        evaluate_split(model, data, "val", device, evaluation.batch_size,
-                       limit=evaluation.val_examples, autocast=autocast)
+        evaluate_split(setup.model, data, "val", device, evaluation.batch_size,
+                       limit=evaluation.val_examples, autocast=setup.autocast)
 
     validation_s = timed_median(validate, device, 1, 1)
     return step_s, validation_s
+
+
+def timing_place(device: torch.device) -> str:
+    """Where a plan's figures were timed: the GPU's name, or the CPU and its torch threads."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({cpu_model()}), {torch.get_num_threads()} torch threads"
 
 
 def plan_costs(cfg: dict[str, Any], cells: list[Cell], task: Any, device: torch.device,
@@ -101,7 +127,7 @@ def plan_costs(cfg: dict[str, Any], cells: list[Cell], task: Any, device: torch.
         cell_cfg = {**cfg, "train": subtask_train(cfg, subtask)}
         steps = planned_steps(cell_cfg, data)
         interval = train_config(cell_cfg).validation_interval(steps)
-        step_s, validation_s = time_cell(group[0], data, cfg, device, repeats)
+        step_s, validation_s = time_cell(group[0], data, cell_cfg, device, repeats)
         tokens = batch_size_for(cell_cfg, data.context) * data.context
         costs.append(CellCost(model, subtask, len(group), steps, interval, tokens, step_s,
                               validation_s))

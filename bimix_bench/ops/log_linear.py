@@ -113,11 +113,12 @@ def log_linear_chunked(q, k, v, g, lam, scale: float, chunk: int = 64) -> torch.
         earlier = c[None, :] < c[:, None]  # (n, n): c' < c
         chunk_gap = (before.transpose(1, 2)[..., :, None] - end.transpose(1, 2)[..., None, :])
         chunk_decay = torch.exp(chunk_gap.masked_fill(~earlier, float("-inf")))  # (B, H, n, n)
-        chunk_level = (C.bit_length() - 1 + levels(c[:, None], c[None, :], n)).clamp(max=n_levels - 1)
+        chunk_bits = C.bit_length() - 1  # log2(C): the levels a pair inside one chunk can have
+        chunk_level = (chunk_bits + levels(c[:, None], c[None, :], n)).clamp(max=n_levels - 1)
         into_chunk = torch.exp(G - before[..., None])[..., None]  # (B, n, H, C, 1)
         # Chunk pairs reach levels 1 .. bit_length(n - 1) (pair (2^(l-1), 0) has level l): the
         # levels in use, known on the host, without reading chunk_level back from the device.
-        in_use = sorted({min(C.bit_length() - 1 + lv, n_levels - 1)
+        in_use = sorted({min(chunk_bits + lv, n_levels - 1)
                          for lv in range(1, (n - 1).bit_length() + 1)})
         for lv in in_use:
             mix = chunk_decay * (chunk_level == lv)  # (B, H, n, n)

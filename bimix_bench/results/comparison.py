@@ -12,7 +12,8 @@ Flags (per row, and table-wide notes):
     Transformer, from the group's median);
   - kernels of different kinds in one group: a fused GPU kernel against a torch reference
     path, or CPU figures against GPU figures (speeds are then not comparable);
-  - seeds trained at different fixed rates, pooled as one cell;
+  - seeds trained at different fixed rates that share no seed, pooled as one cell (where
+    they share one, validation chooses among them: lr_selection.at_chosen_fixed_rates);
   - different budgets in one table, and groups without a Transformer to relate to.
 """
 
