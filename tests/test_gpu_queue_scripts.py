@@ -365,3 +365,9 @@ def test_kept_records_never_recreate_a_job_folder_that_is_gone(checkout):
     result = bash(checkout, "-c", "python3 scripts/gpu/kept_records.py restore results/gpu/gone "
                                   ".queue_kept/gone")
     assert result.returncode == 0 and not (checkout / "results/gpu/gone").exists()
+
+
+def test_kept_records_refuses_an_unknown_action_with_one_line_and_exit_2(checkout):
+    result = bash(checkout, "-c", "python3 scripts/gpu/kept_records.py fetch results/gpu/x .k")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: unknown action 'fetch'; valid: keep, restore"

@@ -23,7 +23,7 @@ def plan_table(costs: list[CellCost], title: str) -> Table:
     for name, justify in [("model", "left"), ("subtask", "left"), ("cells", "right"),
                           ("steps", "right"), ("tok/step", "right"), ("s/step", "right"),
                           ("s/val", "right"), ("≤ min", "right")]:
-        table.add_column(name, justify=justify)
+        table.add_column(name, justify=justify, overflow="fold")  # names fold, never cut
     for cost in costs:
         if cost.skipped:
             table.add_row(cost.model, cost.subtask, str(cost.cells), "-", "-", "-", "-",

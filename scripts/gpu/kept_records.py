@@ -50,7 +50,8 @@ def main(action: str, folder: str, kept: str) -> None:
             print(f"{folder}: restored {n} records an earlier call made here (its archive was "
                   "not unpacked before this call)")
     else:
-        sys.exit(f"unknown action {action!r}; valid: keep, restore")
+        print(f"error: unknown action {action!r}; valid: keep, restore", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
