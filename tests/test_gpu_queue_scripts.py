@@ -234,11 +234,13 @@ def test_triton_cache_over_the_limit_keeps_the_newest_kernels_that_fit(checkout,
     assert not archive.exists()
 
 
-def test_a_run_line_may_name_its_budget(checkout):
-    """`run NAME - --budget cpu ...` runs that budget instead of the default small one (the model
-    name is bad on purpose: the job fails at once, after the command line is printed)."""
-    (checkout / "q.queue").write_text("run named - --budget cpu --task mqar --models nope\n"
-                                      "run default - --task mqar --models nope\n")
+@pytest.mark.parametrize("kind, models", [("run", "- --models nope"), ("side", "nope")])
+def test_a_run_or_side_line_may_name_its_budget_and_is_small_by_default(checkout, kind, models):
+    """`run NAME - --budget cpu ...` and `side NAME MODELS --budget cpu ...` run that budget
+    instead of the default small one, which a line without --budget gets (not the CLI's tiny);
+    the model name is bad on purpose: the job fails at once, after the command line is printed."""
+    (checkout / "q.queue").write_text(f"{kind} named {models} --budget cpu --task mqar\n"
+                                      f"{kind} default {models} --task mqar\n")
     result = bash(checkout, "scripts/gpu/run_queue.sh", "200", "q.queue")
     named, default = (line for line in result.stdout.splitlines() if line.startswith("+ ["))
     assert "--budget cpu" in named and "--budget small" not in named

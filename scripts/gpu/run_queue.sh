@@ -14,6 +14,7 @@
 #   side NAME MODELS RUN_OPTIONS... one `bimix-bench run` per model at once on one GPU
 #                                  (scripts/gpu/run_models_side_by_side.sh) into
 #                                  results/gpu/NAME/MODEL, each resumed when it exists
+#                                  (--budget small too, unless RUN_OPTIONS name another)
 #   cmd NAME SHELL_COMMAND...      any command (runs/gpu/NAME is $JOB, created for it)
 # A kind written with a leading "&" (&side, &run, &cmd) starts that job in the background and
 # goes on to the next line at once: the jobs run alongside, and packing waits for all of them.
@@ -56,7 +57,10 @@ run_job() {
     fi
   elif [[ "$kind" == side ]]; then
     job="results/gpu/$name"
-    command="bash scripts/gpu/run_models_side_by_side.sh $job $rest"
+    local models opts budget="--budget small"
+    read -r models opts <<<"$rest"
+    [[ " $opts " == *" --budget "* ]] && budget=""
+    command="bash scripts/gpu/run_models_side_by_side.sh $job $models $budget $opts"
   else
     mkdir -p "$job"; command="$rest"
   fi
