@@ -24,6 +24,7 @@ from bimix_bench.models.static_decode import StaticDecoder, state_tensors
 from bimix_bench.ops.hsa import (
     ChunkMemory,
     chunk_visibility,
+    dense_is_cheaper,
     retrieve_dense,
     retrieve_gather,
     select_chunks,
@@ -155,6 +156,15 @@ def test_dense_and_gather_forms_agree_in_outputs_and_gradients():
     assert_same_outputs_and_grads(
         through(retrieve_gather), through(retrieve_dense),
         [q_select, q_attend, memory.landmarks, memory.keys, memory.values], atol=1e-10, rtol=1e-9)
+
+
+@pytest.mark.parametrize("k, head_dim, last_dense", [(8, 16, 132), (8, 64, 516), (2, 10, 21)])
+def test_auto_reads_densely_while_the_dense_form_holds_fewer_elements(k, head_dim, last_dense):
+    """Per query: 2 C S for the dense form (probabilities and their weighted copy) against
+    k S (2 d/H + 1) for the gathered one; the boundaries docs/hsa.md gives."""
+    for chunk_size in (8, 64):
+        assert dense_is_cheaper(last_dense, k, chunk_size, head_dim)
+        assert not dense_is_cheaper(last_dense + 1, k, chunk_size, head_dim)
 
 
 def test_the_weights_carry_the_loss_into_the_landmarks():

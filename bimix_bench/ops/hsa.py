@@ -17,8 +17,9 @@ with weights w = softmax over the k landmark scores:
 
 so the weights carry the gradient into the landmarks. Two exact forms of the same sum:
   retrieve_gather  gathers the k chosen chunks per query: O(Tq k S Dh) memory, what decode runs
-  retrieve_dense   scores every chunk and zeroes the non-chosen ones by their weight: O(Tq C S)
-                   memory, the cheaper form at training lengths (dense_is_cheaper decides)
+  retrieve_dense   scores every chunk, scales each chunk's softmax by its weight (0 for the
+                   non-chosen) and reads all values in one product: O(Tq C S) memory, the
+                   cheaper form at training lengths (dense_is_cheaper decides)
 The flex_attention path (hsa_flex.retrieve_flex) sits beside these two and is checked against
 retrieve_gather.
 """
@@ -157,17 +158,23 @@ def retrieve_gather(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, i
 def retrieve_dense(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, idx: torch.Tensor,
                    weights: torch.Tensor) -> torch.Tensor:
     """retrieve_gather's sum, with every chunk scored and the non-chosen ones weighted 0 (exactly:
-    their keys and values cannot change the output). Same shapes and precision."""
+    their keys and values cannot change the output). Same shapes and precision. Each chunk's
+    softmax is scaled by its mixing weight before the values are read, so the read is one product
+    over all C S keys and no per-chunk output (B, H, Tq, C, Dh) is ever formed."""
     compute = torch.promote_types(q.dtype, torch.float32)
+    B, H, Tq, _ = q.shape
+    C, S = keys.shape[2], keys.shape[3]
+    flat_keys = keys.to(compute).reshape(B, H, C * S, -1)  # (B, H, C S, Dh)
+    flat_values = values.to(compute).reshape(B, H, C * S, -1)
     scale = 1.0 / math.sqrt(q.shape[-1])
-    scores = torch.einsum("bhtd,bhcsd->bhtcs", q.to(compute), keys.to(compute)) * scale
-    per_chunk = torch.einsum("bhtcs,bhcsd->bhtcd", scores.softmax(dim=-1), values.to(compute))
-    dense = torch.zeros(per_chunk.shape[:-1], device=q.device, dtype=compute)  # (B, H, Tq, C)
-    dense = dense.scatter(-1, idx, weights.to(compute))
-    return torch.einsum("bhtc,bhtcd->bhtd", dense, per_chunk).to(q.dtype)
+    scores = (q.to(compute) @ flat_keys.transpose(-1, -2) * scale).view(B, H, Tq, C, S)
+    dense = torch.zeros(B, H, Tq, C, device=q.device, dtype=compute)
+    dense = dense.scatter(-1, idx, weights.to(compute))  # (B, H, Tq, C): k-hot mixing weights
+    mix = (scores.softmax(dim=-1) * dense[..., None]).view(B, H, Tq, C * S)
+    return (mix @ flat_values).to(q.dtype)  # (B, H, Tq, Dh)
 
 
 def dense_is_cheaper(n_chunks: int, k: int, chunk_size: int, head_dim: int) -> bool:
-    """Whether retrieve_dense holds fewer elements per query (C S scores and C Dh chunk outputs)
-    than retrieve_gather (k S Dh keys and values each, and k S scores)."""
-    return n_chunks * (chunk_size + head_dim) <= k * chunk_size * (2 * head_dim + 1)
+    """Whether retrieve_dense holds fewer elements per query (C S scores and C S weighted
+    probabilities) than retrieve_gather (k S Dh keys and values each, and k S scores)."""
+    return 2 * n_chunks * chunk_size <= k * chunk_size * (2 * head_dim + 1)
