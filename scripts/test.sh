@@ -8,6 +8,5 @@ PYTHON="${PYTHON:-python3}"
 # --durations: the slowest tests are named in every run, to keep CI well under 20 minutes.
 "$PYTHON" -m pytest -q --durations=25 "$@"
 if [[ "${SKIP_SPEED_CHECK:-0}" != "1" ]]; then
-  "$PYTHON" -m bimix_bench check --reference results/ci/cpu \
-    --repeats 30 --tolerance 0.15
+  PYTHON="$PYTHON" bash scripts/throughput_gate.sh
 fi
