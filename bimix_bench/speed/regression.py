@@ -17,13 +17,13 @@ is faster) whose basis depends on what bounds its work:
 Drift correction: what load from other processes does to a model's work is not exactly what
 it does to the calibration (or a GPU's clock to every model alike), so every figure of a run
 can shift together by a few percent, and by a different amount per kind: forward, train and
-decode are different work against different calibrations (on one AMD EPYC, five measurements
-of unchanged code moved them +4-8%, +12-19% and +12-14%, docs/perf.md). When the reference lists at least
-MIN_MODELS_FOR_DRIFT models, each kind's common shift (its drift: the median over models of
-each model's median score change in that kind) is divided out of that kind's figures before
-judging them. A slowdown of one model, or of fewer than half of them, leaves the drift alone
-and shows in full; a slowdown of most models moves the drift itself, which is judged by the
-same tolerance ("all models slower").
+decode are different work, decode against a calibration of its own (on one AMD EPYC, five
+measurements of unchanged code moved them +4-8%, +12-19% and +12-14%, docs/perf.md). When
+the reference lists at least MIN_MODELS_FOR_DRIFT models, each kind's common shift (its
+drift: the median over models of each model's median score change in that kind) is divided
+out of that kind's figures before judging them. A slowdown of one model, or of fewer than
+half of them, leaves the drift alone and shows in full; a slowdown of most models moves the
+drift itself, which is judged by the kind's tolerance ("all models slower").
 
 A figure regresses when its drift-corrected score change is below -tolerance (decode figures:
 below -decode_tolerance, which defaults to the tolerance: decode runs single-token steps bound
