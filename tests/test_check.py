@@ -208,6 +208,14 @@ def test_check_measured_file_exit_codes(tmp_path, capsys):
     assert "check passed" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("option", ["--tolerance", "--decode-tolerance"])
+def test_check_refuses_a_tolerance_out_of_range_in_one_line(tmp_path, capsys, option):
+    ref = _write(tmp_path, "ref.json", make_doc({"a": {16: {"forward": 100.0}}}))
+    assert main(["check", "--reference", str(ref), "--measured", str(ref), option, "1.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{option} must be in [0, 1), got 1.5" in err
+
+
 def test_check_refuses_other_device_classes(tmp_path, capsys):
     ref = _write(tmp_path, "ref.json", make_doc({"a": {16: {"forward": 100.0}}}))
     other = _write(tmp_path, "arm.json", make_doc({"a": {16: {"forward": 100.0}}}, "cpu-aarch64-1threads"))

@@ -373,3 +373,6 @@ def test_kept_records_refuses_an_unknown_action_with_one_line_and_exit_2(checkou
     result = bash(checkout, "-c", "python3 scripts/gpu/kept_records.py fetch results/gpu/x .k")
     assert result.returncode == 2
     assert result.stderr.strip() == "error: unknown action 'fetch'; valid: keep, restore"
+    missing = bash(checkout, "-c", "python3 scripts/gpu/kept_records.py keep results/gpu/x")
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "usage: kept_records.py keep|restore FOLDER KEPT"

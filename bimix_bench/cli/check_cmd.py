@@ -49,15 +49,14 @@ def check(
     from bimix_bench.speed.document import read_document, write_document
     from bimix_bench.speed.references import choose_reference
     from bimix_bench.speed.regression import (
+        check_tolerances,
         compare_documents,
         merge_measurements,
         remeasure,
         require_same_device_class,
     )
 
-    for name, value in (("--tolerance", tolerance), ("--decode-tolerance", decode_tolerance)):
-        if value is not None and not 0.0 <= value < 1.0:
-            raise UsageError(f"{name} must be in [0, 1), got {value}")
+    check_tolerances(tolerance, decode_tolerance)  # before a minute of measuring
     reference, note = choose_reference(reference)
     if note:
         console.print(f"[yellow]note: {note}[/yellow]")

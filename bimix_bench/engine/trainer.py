@@ -82,10 +82,16 @@ def planned_steps(cfg: dict[str, Any], data: TaskData) -> int:
     return max(1, train.epochs * per_epoch)
 
 
+def validates_after(step: int, every: int, total: int) -> bool:
+    """Whether train_model validates once `step` (1-based) of `total` steps is done: after
+    every `every` steps and after the last."""
+    return step % every == 0 or step == total
+
+
 def validation_count(steps: int, every: int) -> int:
-    """Validation passes of a training of `steps` steps: after every `every` steps and after
-    the last (the rule of train_model's loop; `run --plan` counts with it)."""
-    return steps // every + (1 if steps % every else 0)
+    """Validation passes of a training of `steps` steps (validates_after's rule; `run --plan`
+    counts with it)."""
+    return sum(validates_after(step, every, steps) for step in range(1, steps + 1))
 
 
 def training_loss(forward: Callable[..., torch.Tensor], model: LanguageModel, batch,
@@ -177,7 +183,7 @@ def train_model(
         window_tokens += global_batch.n_tokens
         loss_sum += loss.detach().float()  # stays on the device: no wait for the GPU here
         steps_summed += 1
-        validating = (step + 1) % eval_every == 0 or step + 1 == total_steps
+        validating = validates_after(step + 1, eval_every, total_steps)
         reading = validating or (step + 1) % LOG_EVERY == 0  # the host waits for the device only here
         info = StepInfo(step + 1, total_steps, last_loss, lr, 0.0)
         if reading:

@@ -184,13 +184,18 @@ def reference_settings(reference: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def check_tolerances(tolerance: float, decode_tolerance: float | None = None) -> None:
+    """UsageError (exit 2) unless each tolerance given lies in [0, 1)."""
+    for name, value in (("--tolerance", tolerance), ("--decode-tolerance", decode_tolerance)):
+        if value is not None and not 0.0 <= value < 1.0:
+            raise UsageError(f"{name} must be in [0, 1), got {value}")
+
+
 def compare_documents(reference: dict[str, Any], measured: dict[str, Any], tolerance: float,
                       drift_correction: bool = True, decode_tolerance: float | None = None
                       ) -> CheckResult:
     """Every figure of the reference against the measurement (same device class assumed)."""
-    for name, value in (("--tolerance", tolerance), ("--decode-tolerance", decode_tolerance)):
-        if value is not None and not 0.0 <= value < 1.0:
-            raise UsageError(f"{name} must be in [0, 1), got {value}")
+    check_tolerances(tolerance, decode_tolerance)
     result = CheckResult(tolerance, decode_tolerance)
     found = {(m, c["context"]): c for m, c in iter_cells(measured)}
     if measured.get("injected_slowdown"):

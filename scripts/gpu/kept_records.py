@@ -55,4 +55,7 @@ def main(action: str, folder: str, kept: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 4:
+        print("usage: kept_records.py keep|restore FOLDER KEPT", file=sys.stderr)
+        sys.exit(2)
     main(*sys.argv[1:4])

@@ -37,12 +37,14 @@ deadline=$(( $(date +%s) + $1 )); queue="$2"
 bad=$(awk '$1 !~ /^#/ && NF && $1 !~ /^&?(run|side|cmd)$/ {print NR": "$1; exit}' "$queue")
 [[ -z "$bad" ]] || { echo "$queue line $bad: unknown job kind (run, side or cmd)" >&2; exit 2; }
 mkdir -p runs/gpu
+# "--budget small" unless the job's options name a budget (the CLI's own default is tiny).
+default_budget() { [[ " $1 " == *" --budget "* ]] || echo "--budget small"; }
 # One job: its command under the deadline, its log, and its .done marker when it succeeded.
 run_job() {
   local kind="$1" name="$2" rest="$3" job="runs/gpu/$2" log="runs/gpu/$2.log" command
   if [[ "$kind" == run ]]; then
     job="results/gpu/$name"
-    local gpus opts workers="" budget count
+    local gpus opts workers="" count
     read -r gpus opts <<<"$rest"
     if [[ "$gpus" == all ]]; then
       count=$(python3 -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
@@ -52,15 +54,14 @@ run_job() {
     if [[ -f "$job/config.yaml" ]]; then
       command="python3 -m bimix_bench run --resume $job $workers"
     else
-      budget="--budget small"; [[ " $opts " == *" --budget "* ]] && budget=""
-      command="python3 -m bimix_bench run $budget --out $job $workers $opts"
+      command="python3 -m bimix_bench run $(default_budget "$opts") --out $job $workers $opts"
     fi
   elif [[ "$kind" == side ]]; then
     job="results/gpu/$name"
-    local models opts budget="--budget small"
+    local models opts
     read -r models opts <<<"$rest"
-    [[ " $opts " == *" --budget "* ]] && budget=""
-    command="bash scripts/gpu/run_models_side_by_side.sh $job $models $budget $opts"
+    command="bash scripts/gpu/run_models_side_by_side.sh $job $models"
+    command+=" $(default_budget "$opts") $opts"
   else
     mkdir -p "$job"; command="$rest"
   fi
